@@ -1,0 +1,7 @@
+"""Allow python -m annlib."""
+
+import sys
+
+from annlib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,84 @@
+"""Command line: python -m annlib run | train | check-data."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from annlib.profiles import PROFILES
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Add the options every command shares: profile, study, data location."""
+    parser.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
+    parser.add_argument("--study", default=None, help="balanced or bymerge-small (default: auto)")
+    parser.add_argument(
+        "--data-dir", default=None, help="EMNIST folder (default: $ANNLIB_DATA, else data/)"
+    )
+    parser.add_argument("--output-dir", default=None, help="where results go (default: by profile)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the annlib command."""
+    parser = argparse.ArgumentParser(prog="python -m annlib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute the notebooks in order")
+    add_common(run)
+    run.add_argument("--only", nargs="*", help="notebook numbers, e.g. 01 02")
+    run.add_argument("--retrain", action="store_true", help="ignore saved training results")
+
+    train = sub.add_parser("train", help="train one registry model (cached like the notebooks)")
+    add_common(train)
+    train.add_argument("model")
+    train.add_argument("--tag", default="")
+    train.add_argument("--retrain", action="store_true")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    train.add_argument("--seed", type=int)
+
+    check = sub.add_parser("check-data", help="list the official files found and verify them")
+    check.add_argument("--data-dir", default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the annlib command line."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    if args.command == "check-data":
+        from annlib.data import check_files
+
+        for check in check_files(args.data_dir):
+            print(f"{check.status:40s} {check.name}")
+        return 0
+
+    if args.command == "run":
+        from annlib.pipeline import run_notebooks
+
+        for path in run_notebooks(
+            args.profile, args.study, args.data_dir, args.only, args.retrain, args.output_dir
+        ):
+            print(f"executed {path}")
+        return 0
+
+    from annlib.data import build_study
+    from annlib.experiments import train_model
+
+    study = build_study(args.study, args.data_dir)
+    overrides = {k: getattr(args, k) for k in ("epochs", "precision", "seed")}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    history = train_model(
+        args.model, study, args.profile, args.tag, args.retrain, args.output_dir, **overrides
+    )
+    print(
+        f"{history['run']}: best validation accuracy {history['best_val_accuracy']:.4f} "
+        f"at epoch {history['best_epoch']}, {history['train_seconds']:.0f} s of training"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

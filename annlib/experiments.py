@@ -1,0 +1,65 @@
+"""Cached training runs: the same call trains once and afterwards reads the saved history."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from annlib.data.studies import Study, subsample
+from annlib.models import create_model, model_summary
+from annlib.paths import checkpoints_dir, results_dir
+from annlib.profiles import get_profile
+from annlib.records import load_json
+from annlib.train import TrainConfig, fit
+
+log = logging.getLogger(__name__)
+
+# The shared recipe: AdamW with a one-cycle schedule, light augmentation, early stopping.
+RECIPE = TrainConfig()
+
+
+def run_name(model: str, tag: str = "") -> str:
+    """Return the name a run is saved under: the model, plus a tag for variants."""
+    return f"{model}-{tag}" if tag else model
+
+
+def history_path(study: str, profile: str, name: str, output_dir=None) -> Path:
+    """Return where a run's history JSON lives."""
+    return results_dir(profile, output_dir) / study / "train" / f"{name}.json"
+
+
+def train_model(
+    model: str,
+    study: Study,
+    profile: str,
+    tag: str = "",
+    retrain: bool = False,
+    output_dir: str | Path | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Train a registry model on a study under a profile, or return the saved history of that run.
+
+    overrides replace fields of the shared recipe (lr, epochs, precision, seed, ...). A run
+    interrupted part-way resumes from its checkpoint the next time it is asked for.
+    """
+    prof = get_profile(profile)
+    name = run_name(model, tag)
+    path = history_path(study.name, profile, name, output_dir)
+    if path.exists() and not retrain:
+        history = load_json(path)
+        if history.get("complete"):
+            log.info("read saved run %s from %s", name, path)
+            return history
+
+    config = replace(RECIPE, epochs=prof.epochs_for(model), **overrides)
+    train = subsample(study.X_train, study.y_train, prof.train_images, config.seed)
+    val = subsample(study.X_val, study.y_val, prof.val_images, 0)
+    run_dir = checkpoints_dir(profile, output_dir) / study.name / name
+    if retrain:
+        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+
+    net = create_model(model, num_classes=len(study.classes))
+    info = {"run": name, "study": study.name, "profile": profile} | model_summary(model, net)
+    return fit(net, train, val, config, run_dir, path, info=info)

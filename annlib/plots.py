@@ -1,0 +1,105 @@
+"""Figures of the study: each drawn, saved as a PNG with a stable name, and returned for display."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+
+def save(fig: Figure, path: str | Path | None) -> Figure:
+    """Save a figure as PNG (through a temporary name) if a path is given; return the figure."""
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.part.png")
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        tmp.replace(path)
+    return fig
+
+
+def learning_curves(histories: dict[str, dict], path: str | Path | None = None) -> Figure:
+    """Plot loss and accuracy per epoch, train (dashed) and validation (solid), one colour a run."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = sns.color_palette("tab10", len(histories))
+    for color, (name, history) in zip(colors, histories.items(), strict=True):
+        epochs = pd.DataFrame(history["epochs"])
+        for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+            ax.plot(epochs.epoch, epochs[f"train_{metric}"], "--", color=color, alpha=0.7)
+            ax.plot(epochs.epoch, epochs[f"val_{metric}"], "-o", ms=3, color=color, label=name)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    ax_acc.legend(title="validation (solid), train (dashed)", fontsize=8)
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def sample_grid(
+    images: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    per_class: int = 6,
+    seed: int = 0,
+    path: str | Path | None = None,
+) -> Figure:
+    """Show per_class random images of every class, one column per class, titled by character."""
+    rng = np.random.default_rng(seed)
+    n = len(classes)
+    fig, axes = plt.subplots(per_class, n, figsize=(n * 0.42, per_class * 0.5))
+    for c in range(n):
+        members = np.flatnonzero(labels == c)
+        chosen = rng.choice(members, size=min(per_class, len(members)), replace=False)
+        for r in range(per_class):
+            ax = axes[r, c]
+            ax.axis("off")
+            if r < len(chosen):
+                ax.imshow(images[chosen[r]], cmap="gray_r", vmin=0, vmax=255)
+        axes[0, c].set_title(classes[c], fontsize=9)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    return save(fig, path)
+
+
+def image_row(
+    images: np.ndarray, titles: list[str], path: str | Path | None = None, size: float = 1.0
+) -> Figure:
+    """Show a row of images with a title over each."""
+    fig, axes = plt.subplots(1, len(images), figsize=(len(images) * size, size * 1.2))
+    for ax, img, title in zip(np.atleast_1d(axes), images, titles, strict=True):
+        ax.imshow(img, cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    return save(fig, path)
+
+
+def class_distribution(counts: pd.DataFrame, path: str | Path | None = None) -> Figure:
+    """Plot images per class for several partitions; counts has a 'class' column and one per set."""
+    long = counts.melt(id_vars="class", var_name="partition", value_name="images")
+    fig, ax = plt.subplots(figsize=(14, 4))
+    sns.barplot(data=long, x="class", y="images", hue="partition", ax=ax)
+    ax.set(xlabel="class (character)", ylabel="images", title="Images per class")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def pixel_histogram(images: dict[str, np.ndarray], path: str | Path | None = None) -> Figure:
+    """Plot the distribution of pixel values (log scale) and the mean image of each set."""
+    fig, axes = plt.subplots(1, len(images) + 1, figsize=(4 + 2.2 * len(images), 3))
+    for name, X in images.items():
+        counts = np.bincount(X.ravel(), minlength=256) / X.size
+        axes[0].semilogy(counts, label=name)
+    axes[0].set(xlabel="pixel value", ylabel="fraction of pixels", title="Pixel values")
+    axes[0].legend(fontsize=8)
+    for ax, (name, X) in zip(axes[1:], images.items(), strict=True):
+        ax.imshow(X.mean(0), cmap="magma")
+        ax.set_title(f"mean image: {name}", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return save(fig, path)

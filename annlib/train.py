@@ -1,0 +1,250 @@
+"""The training loop: per-epoch history, early stopping, atomic checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from annlib.data.loader import Augment, Batches, to_tensors
+from annlib.evaluate import autocast, evaluate
+from annlib.records import bf16_native, environment, save_json
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Recipe and budget of one training run.
+
+    precision "auto" means bfloat16 autocast where the CPU runs it natively (AVX-512 BF16 or AMX)
+    and float32 elsewhere: on a CPU without it bfloat16 is emulated and several times slower.
+    """
+
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.0
+    augment: float = 0.5
+    patience: int | None = 4
+    seed: int = 0
+    precision: str = "auto"
+    channels_last: bool = True
+    eval_batch_size: int = 1024
+
+    def use_bf16(self) -> bool:
+        """Return True if this run trains under bfloat16 autocast."""
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, not {self.precision!r}.")
+        return self.precision == "bf16" or (self.precision == "auto" and bf16_native())
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename over path."""
+    tmp = path.with_name(path.name + ".part")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def warm_up(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> None:
+    """Run one forward and backward pass on a copy, so that first-call setup is not timed.
+
+    The copy and a forked random state leave the real model and every generator untouched.
+    """
+    with torch.random.fork_rng():
+        twin = copy.deepcopy(model).train()
+        with autocast(bf16):
+            loss = F.cross_entropy(twin(x), y)
+        loss.backward()
+
+
+def train_epoch(model, batches, optimizer, scheduler, config, bf16, desc) -> dict[str, float]:
+    """Train for one pass over the batches; return loss, accuracy and pure training seconds."""
+    model.train()
+    total_loss = torch.zeros(())
+    correct = torch.zeros((), dtype=torch.int64)
+    seen = 0
+    seconds = 0.0
+    bar = tqdm(batches, desc=desc, leave=False, mininterval=2.0)
+    for x, y in bar:
+        start = time.perf_counter()
+        with autocast(bf16):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        seconds += time.perf_counter() - start
+
+        total_loss += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+    return {
+        "train_loss": total_loss.item() / seen,
+        "train_accuracy": correct.item() / seen,
+        "train_seconds": seconds,
+        "train_images": seen,
+    }
+
+
+def fit(
+    model: nn.Module,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    config: TrainConfig,
+    run_dir: str | Path | None = None,
+    history_path: str | Path | None = None,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train a model and return its history; resume from run_dir's checkpoint if there is one.
+
+    Each epoch's row holds train/validation loss and accuracy, pure training seconds (the steps
+    alone: no evaluation, checkpointing or first-call warm-up), evaluation seconds and the
+    learning rate. After every epoch the checkpoint in run_dir and the history JSON are replaced
+    atomically, so an interrupted run resumes to the same result as an uninterrupted one. The
+    model ends with the weights of its best validation epoch.
+    """
+    seed_everything(config.seed)
+    bf16 = config.use_bf16()
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    images, labels = to_tensors(*train)
+    batches = Batches(
+        images,
+        labels,
+        config.batch_size,
+        shuffle=True,
+        augment=Augment(config.augment),
+        channels_last=config.channels_last,
+        drop_last=True,
+        seed=config.seed,
+    )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.epochs * len(batches)
+    )
+    history: dict[str, Any] = {
+        "config": asdict(config),
+        "bf16": bf16,
+        "train_size": len(labels),
+        "val_size": len(val[1]),
+        "environment": environment(),
+        **(info or {}),
+        "epochs": [],
+        "complete": False,
+    }
+    best = {"accuracy": -1.0, "epoch": 0, "state": None}
+
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if (run_dir / CHECKPOINT).exists():
+            state = torch.load(run_dir / CHECKPOINT, weights_only=False)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            batches.generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            history["epochs"] = state["history"]["epochs"]
+            best = state["best"]
+            log.info("resumed from %s after epoch %d", run_dir / CHECKPOINT, len(history["epochs"]))
+
+    x0, y0 = next(
+        iter(Batches(images, labels, config.batch_size, channels_last=config.channels_last))
+    )
+    warm_up(model, x0, y0, bf16)
+
+    for epoch in range(len(history["epochs"]) + 1, config.epochs + 1):
+        if stop_early(history["epochs"], best, config.patience):
+            break
+        lr = scheduler.get_last_lr()[0]
+        row = {"epoch": epoch, "lr": lr}
+        row |= train_epoch(model, batches, optimizer, scheduler, config, bf16, f"epoch {epoch}")
+
+        start = time.perf_counter()
+        metrics = evaluate(model, *val, config.eval_batch_size, bf16, config.channels_last)
+        row |= {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"]}
+        row["eval_seconds"] = time.perf_counter() - start
+        history["epochs"].append(row)
+        log.info(
+            "epoch %d: train loss %.4f acc %.4f, val loss %.4f acc %.4f, %.1fs",
+            epoch,
+            row["train_loss"],
+            row["train_accuracy"],
+            row["val_loss"],
+            row["val_accuracy"],
+            row["train_seconds"],
+        )
+
+        if row["val_accuracy"] > best["accuracy"]:
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best = {"accuracy": row["val_accuracy"], "epoch": epoch, "state": state}
+        if run_dir is not None:
+            save_atomic(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": batches.generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                    "best": best,
+                },
+                run_dir / CHECKPOINT,
+            )
+        summarize(history, best)
+        if history_path is not None:
+            save_json(history_path, history)
+        if on_epoch_end is not None:
+            on_epoch_end(history)
+
+    model.load_state_dict(best["state"])
+    history["complete"] = True
+    summarize(history, best)
+    if run_dir is not None:
+        save_atomic(best["state"], run_dir / BEST)
+    if history_path is not None:
+        save_json(history_path, history)
+    return history
+
+
+def stop_early(epochs: list[dict], best: dict, patience: int | None) -> bool:
+    """Return True once validation accuracy has not improved for `patience` epochs."""
+    return patience is not None and bool(epochs) and epochs[-1]["epoch"] - best["epoch"] >= patience
+
+
+def summarize(history: dict[str, Any], best: dict[str, Any]) -> None:
+    """Add the totals a results table needs to a history, in place."""
+    epochs = history["epochs"]
+    history["best_epoch"] = best["epoch"]
+    history["best_val_accuracy"] = best["accuracy"]
+    history["epochs_run"] = len(epochs)
+    history["train_seconds"] = sum(r["train_seconds"] for r in epochs)
+    history["eval_seconds"] = sum(r["eval_seconds"] for r in epochs)
+    history["stopped_early"] = len(epochs) < history["config"]["epochs"]
