@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +47,18 @@ def train_model(
     prof = get_profile(profile)
     name = run_name(model, tag)
     path = history_path(study.name, profile, name, output_dir)
+    config = replace(RECIPE, **({"epochs": prof.epochs_for(model)} | overrides))
     if path.exists() and not retrain:
         history = load_json(path)
         if history.get("complete"):
+            if history.get("config") != asdict(config):
+                raise ValueError(
+                    f"The saved run {name} ({path}) used other settings than asked for now: give "
+                    "this variant its own tag, or pass retrain=True to replace the saved run."
+                )
             log.info("read saved run %s from %s", name, path)
             return history
 
-    config = replace(RECIPE, epochs=prof.epochs_for(model), **overrides)
     train = subsample(study.X_train, study.y_train, prof.train_images, config.seed)
     val = subsample(study.X_val, study.y_val, prof.val_images, 0)
     run_dir = checkpoints_dir(profile, output_dir) / study.name / name

@@ -55,7 +55,7 @@ def resnet50(num_classes: int = NUM_CLASSES) -> nn.Module:
     Only two layers change: conv1 takes one channel instead of three (same 7x7, stride 2), and fc
     has 47 outputs. The rest, stem max-pool included, is torchvision's, so a 28x28 image shrinks
     to 7x7 after the stem and to 1x1 in the last stage: cheap (about 0.16 GFLOPs per image against
-    4.1 at 224x224), at the price of very coarse late feature maps.
+    8.2 at 3x224x224), at the price of very coarse late feature maps.
     """
     model = torchvision.models.resnet50(weights=None, num_classes=num_classes)
     model.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from annlib.paths import COMMITTED_PROFILE, output_root, project_root
+from annlib.report import update_readme
 
 log = logging.getLogger(__name__)
 
@@ -65,4 +66,6 @@ def run_notebooks(
             raise
         os.replace(tmp, target)
         written.append(target)
+    if profile == COMMITTED_PROFILE and output_dir is None:
+        update_readme()
     return written

@@ -166,6 +166,11 @@ def fit(
         run_dir.mkdir(parents=True, exist_ok=True)
         if (run_dir / CHECKPOINT).exists():
             state = torch.load(run_dir / CHECKPOINT, weights_only=False)
+            if state["history"]["config"] != history["config"]:
+                raise ValueError(
+                    f"{run_dir / CHECKPOINT} belongs to a run with other settings: delete it to "
+                    "start afresh, or resume with the settings it was made with."
+                )
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -247,4 +252,8 @@ def summarize(history: dict[str, Any], best: dict[str, Any]) -> None:
     history["epochs_run"] = len(epochs)
     history["train_seconds"] = sum(r["train_seconds"] for r in epochs)
     history["eval_seconds"] = sum(r["eval_seconds"] for r in epochs)
+    seconds = history["train_seconds"]
+    history["train_images_per_s"] = (
+        sum(r["train_images"] for r in epochs) / seconds if seconds else 0
+    )
     history["stopped_early"] = len(epochs) < history["config"]["epochs"]

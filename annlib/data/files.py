@@ -186,7 +186,7 @@ class FileCheck:
 
 
 def file_name(split: str, part: str, kind: str) -> str:
-    """Return the official gzip name of one EMNIST file, e.g. emnist-mnist-test-labels-idx1-ubyte.gz."""
+    """Return the official name of one file, e.g. emnist-mnist-test-labels-idx1-ubyte.gz."""
     check_split(split)
     if part not in PARTS:
         raise ValueError(f"Unknown partition {part!r}: use one of {', '.join(PARTS)}.")
@@ -230,7 +230,7 @@ def find_file(root: Path, name: str) -> Path | None:
 
 
 def locate(split: str, part: str, kind: str, root: str | os.PathLike | None = None) -> Path:
-    """Return the path of one official file, raising EmnistFileError if it is nowhere to be found."""
+    """Return the path of one official file; raise EmnistFileError if it is nowhere."""
     root = data_dir(root)
     name = file_name(split, part, kind)
     path = find_file(root, name)
@@ -300,8 +300,9 @@ def download_emnist(
 ) -> Path:
     """Download NIST's gzip.zip, verify it, and extract the chosen splits' files into root/.
 
-    The archive's md5 is checked by torchvision's downloader; each extracted .gz is then checked
-    against its official sha256. Files are extracted under a temporary name and renamed.
+    The archive's md5 is checked by torchvision's downloader and each extracted file against its
+    official sha256. All files are checked in a temporary folder first and moved into root only
+    when every one has passed, so a bad archive leaves nothing behind.
     """
     from torchvision.datasets.utils import download_url
 
@@ -315,15 +316,21 @@ def download_emnist(
         archive = Path(tmp) / "gzip.zip"
         if not zipfile.is_zipfile(archive):
             raise EmnistFileError(f"{url} did not give a zip archive. " + HOW_TO_GET)
+        staged = Path(tmp) / "staged"
+        staged.mkdir()
         with zipfile.ZipFile(archive) as zf:
             for member in zf.namelist():
                 name = Path(member).name
-                if name not in wanted:
-                    continue
-                data = zf.read(member)
-                verify_bytes(name, Path(name), data)
-                part = Path(tmp) / name
-                part.write_bytes(data)
-                os.replace(part, root / name)
-                log.info("extracted %s", name)
+                if name in wanted:
+                    data = zf.read(member)
+                    verify_bytes(name, Path(name), data)
+                    (staged / name).write_bytes(data)
+
+        found = sorted(p.name for p in staged.iterdir())
+        for name in found:
+            os.replace(staged / name, root / name)
+        log.info("extracted %d files into %s", len(found), root)
+        missing = sorted(wanted - set(found))
+        if missing:
+            log.warning("the archive lacks %d wanted files: %s", len(missing), ", ".join(missing))
     return root

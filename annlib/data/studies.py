@@ -1,4 +1,4 @@
-"""The two studies (which files give train, validation and test), the saved split, the leak check."""
+"""The studies (which files give train, validation and test), the saved split, the leak check."""
 
 from __future__ import annotations
 
@@ -44,8 +44,9 @@ STUDIES = {
         fold_to="bymerge",
         drop_test_images_from_pool=True,
         about=(
-            "Test: the full official ByMerge test partition. Train and validation: the ByClass test "
-            "images absent from it (ByMerge training images), labels folded to the 47 ByMerge classes."
+            "Test: the full official ByMerge test partition. Train and validation: the ByClass "
+            "test images absent from it (ByMerge training images), labels folded to the 47 "
+            "ByMerge classes."
         ),
     ),
 }
@@ -154,7 +155,7 @@ def leakage_check(X_train: np.ndarray, X_val: np.ndarray, X_test: np.ndarray) ->
 
 
 def pool_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
-    """Return a sha256 over a pool's pixels and labels, so a saved split is used on its pool only."""
+    """Return a sha256 of a pool's pixels and labels, so a saved split fits its pool only."""
     digest = hashlib.sha256(images.tobytes())
     digest.update(labels.tobytes())
     return digest.hexdigest()
@@ -168,7 +169,7 @@ def split_path(name: str, seed: int, val_fraction: float) -> Path:
 def load_or_make_split(
     path: Path, labels: np.ndarray, fingerprint: str, seed: int, val_fraction: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return (train, val) indices: read from path, or drawn stratified and seeded and saved there."""
+    """Return (train, val) indices: read from path, or drawn (stratified, seeded) and saved."""
     if path.exists():
         saved = np.load(path)
         if str(saved["fingerprint"]) != fingerprint:
