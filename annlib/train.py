@@ -79,6 +79,18 @@ def warm_up(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> N
         loss.backward()
 
 
+def train_step(model, x, y, optimizer, scheduler, label_smoothing, bf16):
+    """Run one optimisation step on a batch; return its logits and loss (detached)."""
+    with autocast(bf16):
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return logits.detach(), loss.detach()
+
+
 def train_epoch(model, batches, optimizer, scheduler, config, bf16, desc) -> dict[str, float]:
     """Train for one pass over the batches; return loss, accuracy and pure training seconds."""
     model.train()
@@ -89,17 +101,11 @@ def train_epoch(model, batches, optimizer, scheduler, config, bf16, desc) -> dic
     bar = tqdm(batches, desc=desc, leave=False, mininterval=2.0)
     for x, y in bar:
         start = time.perf_counter()
-        with autocast(bf16):
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        logits, loss = train_step(model, x, y, optimizer, scheduler, config.label_smoothing, bf16)
         seconds += time.perf_counter() - start
 
-        total_loss += loss.detach() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
+        total_loss += loss * len(y)
+        correct += (logits.argmax(1) == y).sum()
         seen += len(y)
     return {
         "train_loss": total_loss.item() / seen,

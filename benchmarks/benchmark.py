@@ -34,7 +34,7 @@ from annlib.models import create_model
 from annlib.paths import project_root
 from annlib.records import bf16_native, environment, save_csv
 from annlib.timing import latency_and_throughput
-from annlib.train import TrainConfig, seed_everything, train_epoch
+from annlib.train import TrainConfig, seed_everything, train_epoch, train_step
 
 LOAD_TARGET_S = 1.0
 SPEEDUP_TARGET = 2.5
@@ -207,13 +207,7 @@ def bare_side(
     def run(steps: int | None = None) -> None:
         model.train()
         for x, target in prebuilt[:steps]:
-            with autocast(bf16):
-                logits = model(x)
-                loss = F.cross_entropy(logits, target, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            train_step(model, x, target, optimizer, scheduler, config.label_smoothing, bf16)
 
     return run
 
