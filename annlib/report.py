@@ -24,7 +24,12 @@ def results_table(results: Path) -> str:
         return "No results saved yet: run `python -m annlib run` first."
     table = pd.concat(parts)
     table["best val acc"] = (table["best val acc"] * 100).map("{:.2f}%".format)
-    return table.to_markdown(index=False, floatfmt=".3g")
+    for column in table.columns:
+        if column == "parameters" or column.startswith("img/s"):
+            table[column] = table[column].map("{:,.0f}".format)
+        elif table[column].dtype.kind == "f":
+            table[column] = table[column].map("{:.3g}".format)
+    return table.to_markdown(index=False, disable_numparse=True)
 
 
 def readme_block(results: Path) -> str:
