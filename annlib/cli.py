@@ -6,13 +6,14 @@ import argparse
 import logging
 import sys
 
+from annlib.data.studies import STUDIES
 from annlib.profiles import PROFILES
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     """Add the options every command shares: profile, study, data location."""
     parser.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
-    parser.add_argument("--study", default=None, help="balanced or bymerge-small (default: auto)")
+    parser.add_argument("--study", default=None, choices=sorted(STUDIES), help="default: auto")
     parser.add_argument(
         "--data-dir", default=None, help="EMNIST folder (default: $ANNLIB_DATA, else data/)"
     )
@@ -51,9 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-data":
         from annlib.data import check_files
 
-        for check in check_files(args.data_dir):
-            print(f"{check.status:40s} {check.name}")
-        return 0
+        checks = check_files(args.data_dir)
+        for check in checks:
+            print(f"{check.name:45s} {check.status}")
+        corrupt = [c.name for c in checks if c.status.startswith("CORRUPT")]
+        if corrupt:
+            print(f"{len(corrupt)} corrupt file(s): delete them and fetch them again.")
+        return 1 if corrupt else 0
 
     if args.command == "run":
         from annlib.pipeline import run_notebooks

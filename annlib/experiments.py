@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from annlib.data.studies import Study, subsample
 from annlib.models import create_model, model_summary
 from annlib.paths import checkpoints_dir, results_dir
 from annlib.profiles import get_profile
-from annlib.records import load_json
-from annlib.train import TrainConfig, fit
+from annlib.records import bf16_native, load_json
+from annlib.train import TrainConfig, fit, same_settings
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ def train_model(
     if path.exists() and not retrain:
         history = load_json(path)
         if history.get("complete"):
-            if history.get("config") != asdict(config):
+            if not same_settings(history, config):
                 raise ValueError(
                     f"The saved run {name} ({path}) used other settings than asked for now: give "
                     "this variant its own tag, or pass retrain=True to replace the saved run."
@@ -68,3 +70,62 @@ def train_model(
     net = create_model(model, num_classes=len(study.classes))
     info = {"run": name, "study": study.name, "profile": profile} | model_summary(model, net)
     return fit(net, train, val, config, run_dir, path, info=info)
+
+
+# bfloat16 counts as matching float32 when the gap is within float32's seed-to-seed spread, and
+# never needs to be closer than this (0.2 points), which two seeds cannot resolve.
+MIN_PRECISION_TOLERANCE = 0.002
+
+
+def compare_precision(
+    study: Study,
+    profile: str,
+    epochs: int,
+    retrain: bool = False,
+    output_dir: str | Path | None = None,
+    model: str = "lenet5",
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Train a model in float32 (two seeds) and bfloat16 (one); return the table and the decision.
+
+    bfloat16 is chosen only where the CPU runs it natively and its accuracy is within the float32
+    seed spread (at least MIN_PRECISION_TOLERANCE) of the float32 mean.
+    """
+    rows = []
+    for precision, seed in (("fp32", 0), ("fp32", 1), ("bf16", 0)):
+        h = train_model(
+            model,
+            study,
+            profile,
+            f"{precision}-e{epochs}-s{seed}",
+            retrain,
+            output_dir,
+            epochs=epochs,
+            precision=precision,
+            seed=seed,
+        )
+        rows.append(
+            {
+                "precision": precision,
+                "seed": seed,
+                "epochs": h["epochs_run"],
+                "best_val_accuracy": h["best_val_accuracy"],
+                "train_images_per_s": h["train_images_per_s"],
+            }
+        )
+    table = pd.DataFrame(rows)
+
+    fp32 = table[table.precision == "fp32"]
+    bf16 = table[table.precision == "bf16"].iloc[0]
+    spread = fp32.best_val_accuracy.max() - fp32.best_val_accuracy.min()
+    gap = fp32.best_val_accuracy.mean() - bf16.best_val_accuracy
+    same = abs(gap) <= max(spread, MIN_PRECISION_TOLERANCE)
+    decision = {
+        "bf16_native": bf16_native(),
+        "accuracy_gap": gap,
+        "fp32_seed_spread": spread,
+        "tolerance": max(spread, MIN_PRECISION_TOLERANCE),
+        "bf16_speed_vs_fp32": bf16.train_images_per_s / fp32.train_images_per_s.mean(),
+        "same_accuracy": bool(same),
+        "precision": "bf16" if bf16_native() and same else "fp32",
+    }
+    return table, decision

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from annlib.paths import COMMITTED_PROFILE, output_root, project_root
+from annlib.records import atomic_path
 from annlib.report import update_readme
 
 log = logging.getLogger(__name__)
@@ -18,7 +18,8 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     if only:
         found = [nb for nb in found if nb.name[:2] in only]
     if not found:
-        raise FileNotFoundError(f"No notebooks matching {only} in {project_root() / 'notebooks'}.")
+        have = sorted(nb.name[:2] for nb in (project_root() / "notebooks").glob("[0-9][0-9]_*"))
+        raise FileNotFoundError(f"No notebook numbered {only}: the numbers are {', '.join(have)}.")
     return found
 
 
@@ -54,17 +55,11 @@ def run_notebooks(
     written = []
     for nb in notebooks(only):
         target = executed_path(nb, profile, output_dir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.stem}.part.ipynb")
         log.info("executing %s -> %s", nb.name, target)
-        try:
+        with atomic_path(target) as tmp:
             papermill.execute_notebook(
                 str(nb), str(tmp), parameters=params, cwd=str(nb.parent), progress_bar=False
             )
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, target)
         written.append(target)
     if profile == COMMITTED_PROFILE and output_dir is None:
         update_readme()

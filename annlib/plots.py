@@ -10,15 +10,14 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from annlib.records import atomic_path
+
 
 def save(fig: Figure, path: str | Path | None) -> Figure:
     """Save a figure as PNG (through a temporary name) if a path is given; return the figure."""
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.part.png")
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
     return fig
 
 
@@ -66,15 +65,25 @@ def sample_grid(
     return save(fig, path)
 
 
-def image_row(
-    images: np.ndarray, titles: list[str], path: str | Path | None = None, size: float = 1.0
+def image_grid(
+    rows: list[np.ndarray],
+    titles: list[list[str]],
+    path: str | Path | None = None,
+    size: float = 0.9,
 ) -> Figure:
-    """Show a row of images with a title over each."""
-    fig, axes = plt.subplots(1, len(images), figsize=(len(images) * size, size * 1.2))
-    for ax, img, title in zip(np.atleast_1d(axes), images, titles, strict=True):
-        ax.imshow(img, cmap="gray_r", vmin=0, vmax=255)
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
+    """Show rows of images (each row a stack of equal length) with a title over each image."""
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(n_cols * size, n_rows * size * 1.25), squeeze=False
+    )
+    for r, (images, names) in enumerate(zip(rows, titles, strict=True)):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(images):
+                ax.imshow(images[c], cmap="gray_r", vmin=0, vmax=255)
+                ax.set_title(names[c], fontsize=9)
+    fig.tight_layout()
     return save(fig, path)
 
 

@@ -42,7 +42,7 @@ PROFILES = {
     ),
     "full": Profile(
         "full",
-        "all training data, the epochs a GPU allows",
+        "all training data, longer budgets (annlib trains on the CPU only for now)",
         train_images=None,
         val_images=None,
         epochs={"default": 30},

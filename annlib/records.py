@@ -5,26 +5,35 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write text to path through a temporary file in the same folder, then rename it."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary name beside path; rename it over path on success, delete it on failure.
+
+    The temporary name keeps path's suffix, so writers that choose a format by suffix still work.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    tmp = path.with_name(f".{path.stem}.part{path.suffix}")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write text to path through a temporary file in the same folder, then rename it."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def save_json(path: str | Path, obj: Any) -> Path:

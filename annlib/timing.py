@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.utils.benchmark as benchmark
 from torch import nn
@@ -34,7 +36,7 @@ def measure_inference(
     """
     threads = threads or torch.get_num_threads()
     device = next(model.parameters()).device
-    model = model.eval()
+    model = copy.deepcopy(model).eval()
     x = torch.rand(batch_size, *INPUT_SHAPE, device=device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,7 +18,7 @@ from tqdm.auto import tqdm
 
 from annlib.data.loader import Augment, Batches, to_tensors
 from annlib.evaluate import autocast, evaluate
-from annlib.records import bf16_native, environment, save_json
+from annlib.records import atomic_path, bf16_native, environment, save_json
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +53,13 @@ class TrainConfig:
         return self.precision == "bf16" or (self.precision == "auto" and bf16_native())
 
 
+def same_settings(history: dict[str, Any], config: TrainConfig) -> bool:
+    """Return True if a saved run used this config, comparing the precision actually used."""
+    saved = {k: v for k, v in history.get("config", {}).items() if k != "precision"}
+    asked = {k: v for k, v in asdict(config).items() if k != "precision"}
+    return saved == asked and history.get("bf16") == config.use_bf16()
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch and numpy."""
     torch.manual_seed(seed)
@@ -62,9 +68,8 @@ def seed_everything(seed: int) -> None:
 
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save to a temporary file in the same folder, then rename over path."""
-    tmp = path.with_name(path.name + ".part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def warm_up(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> None:
@@ -172,7 +177,7 @@ def fit(
         run_dir.mkdir(parents=True, exist_ok=True)
         if (run_dir / CHECKPOINT).exists():
             state = torch.load(run_dir / CHECKPOINT, weights_only=False)
-            if state["history"]["config"] != history["config"]:
+            if not same_settings(state["history"], config):
                 raise ValueError(
                     f"{run_dir / CHECKPOINT} belongs to a run with other settings: delete it to "
                     "start afresh, or resume with the settings it was made with."

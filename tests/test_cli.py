@@ -21,7 +21,7 @@ def test_check_data_reports_the_bymerge_files_ok(emnist_file, capsys):
     assert main(["check-data", "--data-dir", str(root)]) == 0
 
     lines = capsys.readouterr().out.splitlines()
-    status = {line.split()[-1]: line.rsplit(" ", 1)[0].strip() for line in lines}
+    status = {line.split(maxsplit=1)[0]: line.split(maxsplit=1)[1] for line in lines}
     assert len(lines) == 30
     for name in BYMERGE:
         assert status[name] == "ok"
@@ -33,7 +33,17 @@ def test_check_data_on_an_empty_folder(tmp_path, capsys):
 
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 30
-    assert all(line.startswith("missing") for line in lines)
+    assert all(line.endswith(" missing") for line in lines)
+
+
+def test_check_data_fails_on_a_corrupt_file(emnist_file, tmp_path, capsys):
+    name = "emnist-mnist-test-labels-idx1-ubyte.gz"
+    data = bytearray(emnist_file(name).read_bytes())
+    data[100] ^= 0xFF
+    (tmp_path / name).write_bytes(bytes(data))
+
+    assert main(["check-data", "--data-dir", str(tmp_path)]) == 1
+    assert "1 corrupt file(s)" in capsys.readouterr().out
 
 
 def test_train_command_passes_its_options(monkeypatch, tmp_path, capsys):

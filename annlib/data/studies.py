@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from annlib.data.files import EmnistFileError, data_dir, file_name, find_file
+from annlib.data.files import HOW_TO_GET, EmnistFileError, data_dir, file_name, find_file
 from annlib.data.idx import read_images, read_labels, read_mapping
 from annlib.paths import project_root
+from annlib.records import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class StudySpec:
 
     pool: tuple[str, str]
     test: tuple[str, str]
-    fold_to: str | None = None
+    fold_pool_labels: bool = False
     drop_test_images_from_pool: bool = False
     about: str = ""
 
@@ -41,7 +42,7 @@ STUDIES = {
     "bymerge-small": StudySpec(
         pool=("byclass", "test"),
         test=("bymerge", "test"),
-        fold_to="bymerge",
+        fold_pool_labels=True,
         drop_test_images_from_pool=True,
         about=(
             "Test: the full official ByMerge test partition. Train and validation: the ByClass "
@@ -71,6 +72,7 @@ class Study:
     y_val: np.ndarray
     leakage: dict[str, int]
     split_file: Path
+    removed_from_pool: int
     _X_test: np.ndarray = field(repr=False)
     _y_test: np.ndarray = field(repr=False)
 
@@ -104,7 +106,10 @@ def default_study(root: str | os.PathLike | None = None) -> str:
     found = available_studies(root)
     if not found:
         need = ", ".join(missing_files(STUDIES["bymerge-small"], data_dir(root)))
-        raise EmnistFileError(f"No study can run from {data_dir(root)}: missing {need}.")
+        raise EmnistFileError(
+            f"No study can run from {data_dir(root)}: missing {need}. Pass --data-dir (or set "
+            "ANNLIB_DATA) to the folder holding the EMNIST files. " + HOW_TO_GET
+        )
     return found[0]
 
 
@@ -184,10 +189,8 @@ def load_or_make_split(
         order, test_size=val_fraction, stratify=labels, random_state=seed, shuffle=True
     )
     train, val = np.sort(train), np.sort(val)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".part.npz")
-    np.savez_compressed(tmp, train=train, val=val, fingerprint=np.array(fingerprint))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, train=train, val=val, fingerprint=np.array(fingerprint))
     log.info("saved a new validation split to %s", path)
     return train, val
 
@@ -210,11 +213,13 @@ def build_study(
     X_test = read_images(*spec.test, root)
     y_test = read_labels(*spec.test, root)
     classes = read_mapping(spec.test[0], root)
-    if spec.fold_to:
+    if spec.fold_pool_labels:
         y_pool = fold_labels(y_pool, read_mapping(spec.pool[0], root), classes)
+    removed = 0
     if spec.drop_test_images_from_pool:
         keep = absent_from(X_pool, image_keys(X_test))
         X_pool, y_pool = X_pool[keep], y_pool[keep]
+        removed = int((~keep).sum())
 
     path = split_path(name, seed, val_fraction)
     fingerprint = pool_fingerprint(X_pool, y_pool)
@@ -223,7 +228,10 @@ def build_study(
 
     leakage = leakage_check(X_train, X_val, X_test)
     if any(leakage.values()):
-        raise EmnistFileError(f"Study {name!r} leaks images between partitions: {leakage}.")
+        raise EmnistFileError(
+            f"Study {name!r} leaks images between partitions: {leakage}. The data files or the "
+            f"saved split {path} are not the ones this study was built for: check both."
+        )
     log.info(
         "study %s: %d train, %d val, %d test, no shared images",
         name,
@@ -231,7 +239,9 @@ def build_study(
         len(y_val),
         len(y_test),
     )
-    return Study(name, classes, X_train, y_train, X_val, y_val, leakage, path, X_test, y_test)
+    return Study(
+        name, classes, X_train, y_train, X_val, y_val, leakage, path, removed, X_test, y_test
+    )
 
 
 def subsample(X: np.ndarray, y: np.ndarray, n: int | None, seed: int = 0):
