@@ -1,4 +1,8 @@
-"""Command line: python -m annlib run | train | check-data."""
+"""Command line: python -m annlib run | train | check-data.
+
+`train` also runs under torchrun (torchrun --nproc_per_node=N -m annlib train MODEL ...): it then
+joins the process group torchrun describes and trains data-parallel; only rank 0 logs and prints.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int)
     train.add_argument("--precision", choices=["auto", "fp32", "bf16"])
     train.add_argument("--seed", type=int)
+    train.add_argument(
+        "--batch-size", type=int, help="global batch, split evenly over torchrun's processes"
+    )
+    train.add_argument("--lr", type=float, help="peak learning rate for the global batch")
 
     check = sub.add_parser("check-data", help="list the official files found and verify them")
     check.add_argument("--data-dir", default=None)
@@ -69,20 +77,36 @@ def main(argv: list[str] | None = None) -> int:
             print(f"executed {path}")
         return 0
 
+    from annlib import distributed
+
+    distributed.init_from_env()
+    main_rank = distributed.is_main()
+    if not main_rank:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        history = train(args)
+    finally:
+        distributed.shutdown()
+    if main_rank:
+        print(
+            f"{history['run']}: best validation accuracy {history['best_val_accuracy']:.4f} "
+            f"at epoch {history['best_epoch']}, {history['train_seconds']:.0f} s of training"
+        )
+    return 0
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Build the study and train (or read back) the model the train command names."""
     from annlib.data import build_study
     from annlib.experiments import train_model
 
     study = build_study(args.study, args.data_dir)
-    overrides = {k: getattr(args, k) for k in ("epochs", "precision", "seed")}
+    options = ("epochs", "precision", "seed", "batch_size", "lr")
+    overrides = {k: getattr(args, k) for k in options}
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    history = train_model(
+    return train_model(
         args.model, study, args.profile, args.tag, args.retrain, args.output_dir, **overrides
     )
-    print(
-        f"{history['run']}: best validation accuracy {history['best_val_accuracy']:.4f} "
-        f"at epoch {history['best_epoch']}, {history['train_seconds']:.0f} s of training"
-    )
-    return 0
 
 
 if __name__ == "__main__":

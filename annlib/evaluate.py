@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from annlib import distributed
 from annlib.data.loader import Batches, to_tensors
 
 
@@ -27,12 +28,13 @@ def predict_logits(
 ) -> torch.Tensor:
     """Return float32 logits (N, classes) of a model on upright uint8 images (N, 28, 28)."""
     model.eval()
+    device = next(model.parameters()).device
     images, labels = to_tensors(X, np.zeros(len(X), dtype=np.int64))
     batches = Batches(images, labels, batch_size, channels_last=channels_last)
     outputs = []
     with autocast(bf16):
         for x, _ in batches:
-            outputs.append(model(x).float())
+            outputs.append(model(x.to(device)).float().cpu())
     return torch.cat(outputs)
 
 
@@ -50,3 +52,26 @@ def evaluate(
     loss = F.cross_entropy(logits, target).item()
     accuracy = (logits.argmax(1) == target).float().mean().item()
     return {"loss": loss, "accuracy": accuracy}
+
+
+def evaluate_shared(
+    model: nn.Module,
+    X: np.ndarray,
+    y: np.ndarray,
+    batch_size: int = 1024,
+    bf16: bool = False,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Return evaluate's metrics; under several processes each scores a share and sums are pooled.
+
+    Every rank gets the same numbers, so decisions taken on them (best epoch, early stopping) agree.
+    """
+    if distributed.world_size() == 1:
+        return evaluate(model, X, y, batch_size, bf16, channels_last)
+    part = distributed.shard(len(y))
+    n = len(y[part])
+    metrics = evaluate(model, X[part], y[part], batch_size, bf16, channels_last) if n else {}
+    loss, correct, total = distributed.all_reduce(
+        [metrics.get("loss", 0.0) * n, round(metrics.get("accuracy", 0.0) * n), n]
+    )
+    return {"loss": loss / total, "accuracy": correct / total}

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from annlib import distributed
 from annlib.data.studies import Study, subsample
 from annlib.models import create_model, model_summary
 from annlib.paths import checkpoints_dir, results_dir
@@ -44,27 +45,28 @@ def train_model(
     """Train a registry model on a study under a profile, or return the saved history of that run.
 
     overrides replace fields of the shared recipe (lr, epochs, precision, seed, ...). A run
-    interrupted part-way resumes from its checkpoint the next time it is asked for.
+    interrupted part-way resumes from its checkpoint the next time it is asked for. Under
+    torch.distributed every process calls this alike; rank 0 decides whether a saved run is reused.
     """
     prof = get_profile(profile)
     name = run_name(model, tag)
     path = history_path(study.name, profile, name, output_dir)
     config = replace(RECIPE, **({"epochs": prof.epochs_for(model)} | overrides))
-    if path.exists() and not retrain:
-        history = load_json(path)
-        if history.get("complete"):
-            if not same_settings(history, config):
-                raise ValueError(
-                    f"The saved run {name} ({path}) used other settings than asked for now: give "
-                    "this variant its own tag, or pass retrain=True to replace the saved run."
-                )
-            log.info("read saved run %s from %s", name, path)
-            return history
+    saved = load_json(path) if path.exists() and not retrain and distributed.is_main() else None
+    history = distributed.broadcast_object(saved)
+    if history is not None and history.get("complete"):
+        if not same_settings(history, config):
+            raise ValueError(
+                f"The saved run {name} ({path}) used other settings than asked for now: give "
+                "this variant its own tag, or pass retrain=True to replace the saved run."
+            )
+        log.info("read saved run %s from %s", name, path)
+        return history
 
     train = subsample(study.X_train, study.y_train, prof.train_images, config.seed)
     val = subsample(study.X_val, study.y_val, prof.val_images, 0)
     run_dir = checkpoints_dir(profile, output_dir) / study.name / name
-    if retrain:
+    if retrain and distributed.is_main():
         (run_dir / "checkpoint.pt").unlink(missing_ok=True)
 
     net = create_model(model, num_classes=len(study.classes))

@@ -1,4 +1,7 @@
-"""The training loop: per-epoch history, early stopping, atomic checkpoints and exact resume."""
+"""The training loop: per-epoch history, early stopping, atomic checkpoints and exact resume.
+
+The same loop trains data-parallel when torch.distributed is initialized (see annlib.distributed).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from annlib import distributed
 from annlib.data.loader import Augment, Batches, to_tensors
-from annlib.evaluate import autocast, evaluate
+from annlib.evaluate import autocast, evaluate_shared
 from annlib.records import atomic_path, bf16_native, environment, save_json
 
 log = logging.getLogger(__name__)
@@ -30,6 +34,8 @@ BEST = "best.pt"
 class TrainConfig:
     """Recipe and budget of one training run.
 
+    batch_size is the global batch, whatever the number of processes, and lr the learning rate
+    for it: under data parallelism each of N processes takes batch_size / N images a step.
     precision "auto" means bfloat16 autocast where the CPU runs it natively (AVX-512 BF16 or AMX)
     and float32 elsewhere: on a CPU without it bfloat16 is emulated and several times slower.
     """
@@ -97,14 +103,20 @@ def train_step(model, x, y, optimizer, scheduler, label_smoothing, bf16):
 
 
 def train_epoch(model, batches, optimizer, scheduler, config, bf16, desc) -> dict[str, float]:
-    """Train for one pass over the batches; return loss, accuracy and pure training seconds."""
+    """Train for one pass over the batches; return loss, accuracy and pure training seconds.
+
+    Under several processes the loss and accuracy are over all of them, images are the global
+    count and seconds those of the slowest process.
+    """
     model.train()
-    total_loss = torch.zeros(())
-    correct = torch.zeros((), dtype=torch.int64)
+    device = next(model.parameters()).device
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
     seconds = 0.0
-    bar = tqdm(batches, desc=desc, leave=False, mininterval=2.0)
+    bar = tqdm(batches, desc=desc, leave=False, mininterval=2.0, disable=not distributed.is_main())
     for x, y in bar:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         start = time.perf_counter()
         logits, loss = train_step(model, x, y, optimizer, scheduler, config.label_smoothing, bf16)
         seconds += time.perf_counter() - start
@@ -112,11 +124,13 @@ def train_epoch(model, batches, optimizer, scheduler, config, bf16, desc) -> dic
         total_loss += loss * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
+
+    loss_sum, right, images = distributed.all_reduce([total_loss.item(), correct.item(), seen])
     return {
-        "train_loss": total_loss.item() / seen,
-        "train_accuracy": correct.item() / seen,
-        "train_seconds": seconds,
-        "train_images": seen,
+        "train_loss": loss_sum / images,
+        "train_accuracy": right / images,
+        "train_seconds": distributed.all_reduce([seconds], "max")[0],
+        "train_images": int(images),
     }
 
 
@@ -137,9 +151,26 @@ def fit(
     learning rate. After every epoch the checkpoint in run_dir and the history JSON are replaced
     atomically, so an interrupted run resumes to the same result as an uninterrupted one. The
     model ends with the weights of its best validation epoch.
+
+    When torch.distributed is initialized, every process calls fit with the same arguments: the
+    model is wrapped in DistributedDataParallel and moved to the process's device, each process
+    trains on its share of every global batch and scores its share of the validation set, and
+    rank 0 alone reads the checkpoint (sending it to the others) and writes checkpoints and the
+    history. Batch norm normalizes over each process's share of the batch.
     """
-    seed_everything(config.seed)
+    rank, world = distributed.rank(), distributed.world_size()
+    distributed.local_batch(config.batch_size)
+    seed_everything(config.seed + rank)  # dropout masks differ per rank; rank 0 draws as one would
     bf16 = config.use_bf16()
+    if distributed.active():
+        model = model.to(distributed.device())
+        log.info(
+            "data-parallel on %d processes: global batch %d (%d each), lr %g",
+            world,
+            config.batch_size,
+            config.batch_size // world,
+            config.lr,
+        )
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
@@ -153,6 +184,7 @@ def fit(
         channels_last=config.channels_last,
         drop_last=True,
         seed=config.seed,
+        shard=(rank, world),
     )
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -163,6 +195,7 @@ def fit(
     history: dict[str, Any] = {
         "config": asdict(config),
         "bf16": bf16,
+        "world_size": world,
         "train_size": len(labels),
         "val_size": len(val[1]),
         "environment": environment(),
@@ -174,9 +207,8 @@ def fit(
 
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if (run_dir / CHECKPOINT).exists():
-            state = torch.load(run_dir / CHECKPOINT, weights_only=False)
+        state = distributed.broadcast_object(read_checkpoint(run_dir))
+        if state is not None:
             if not same_settings(state["history"], config):
                 raise ValueError(
                     f"{run_dir / CHECKPOINT} belongs to a run with other settings: delete it to "
@@ -186,25 +218,27 @@ def fit(
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             batches.generator.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
+            restore_torch_rng(state)
             history["epochs"] = state["history"]["epochs"]
             best = state["best"]
             log.info("resumed from %s after epoch %d", run_dir / CHECKPOINT, len(history["epochs"]))
 
-    x0, y0 = next(
-        iter(Batches(images, labels, config.batch_size, channels_last=config.channels_last))
-    )
-    warm_up(model, x0, y0, bf16)
+    first = Batches(images, labels, config.batch_size // world, channels_last=config.channels_last)
+    x0, y0 = next(iter(first))
+    device = next(model.parameters()).device
+    warm_up(model, x0.to(device), y0.to(device), bf16)
+    net = distributed.wrap(model)
 
     for epoch in range(len(history["epochs"]) + 1, config.epochs + 1):
         if stop_early(history["epochs"], best, config.patience):
             break
         lr = scheduler.get_last_lr()[0]
         row = {"epoch": epoch, "lr": lr}
-        row |= train_epoch(model, batches, optimizer, scheduler, config, bf16, f"epoch {epoch}")
+        row |= train_epoch(net, batches, optimizer, scheduler, config, bf16, f"epoch {epoch}")
+        distributed.sync_buffers(model)
 
         start = time.perf_counter()
-        metrics = evaluate(model, *val, config.eval_batch_size, bf16, config.channels_last)
+        metrics = evaluate_shared(model, *val, config.eval_batch_size, bf16, config.channels_last)
         row |= {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"]}
         row["eval_seconds"] = time.perf_counter() - start
         history["epochs"].append(row)
@@ -221,33 +255,60 @@ def fit(
         if row["val_accuracy"] > best["accuracy"]:
             state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             best = {"accuracy": row["val_accuracy"], "epoch": epoch, "state": state}
-        if run_dir is not None:
-            save_atomic(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "generator": batches.generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "history": history,
-                    "best": best,
-                },
-                run_dir / CHECKPOINT,
-            )
+        torch_rngs = distributed.gather_objects(torch.get_rng_state())
+        if run_dir is not None and rank == 0:
+            checkpoint = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": batches.generator.get_state(),
+                "torch_rng": torch_rngs[0],
+                "history": history,
+                "best": best,
+            }
+            if world > 1:
+                checkpoint["torch_rng_ranks"] = torch_rngs
+            save_atomic(checkpoint, run_dir / CHECKPOINT)
         summarize(history, best)
-        if history_path is not None:
+        if history_path is not None and rank == 0:
             save_json(history_path, history)
+        distributed.barrier()
         if on_epoch_end is not None:
             on_epoch_end(history)
 
     model.load_state_dict(best["state"])
     history["complete"] = True
     summarize(history, best)
-    if run_dir is not None:
+    if run_dir is not None and rank == 0:
         save_atomic(best["state"], run_dir / BEST)
-    if history_path is not None:
+    if history_path is not None and rank == 0:
         save_json(history_path, history)
+    distributed.barrier()
     return history
+
+
+def read_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """Return the checkpoint in run_dir on rank 0 (None if there is none, and on other ranks)."""
+    if not distributed.is_main():
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / CHECKPOINT).exists():
+        return None
+    return torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+
+
+def restore_torch_rng(state: dict[str, Any]) -> None:
+    """Set torch's generator (dropout's draws) to the state this rank saved in a checkpoint.
+
+    A checkpoint made by another number of processes restores what it has: ranks beyond its
+    count keep their freshly seeded state, so dropout's draws differ from an uninterrupted run.
+    """
+    states = state.get("torch_rng_ranks") or [state["torch_rng"]]
+    rank, world = distributed.rank(), distributed.world_size()
+    if len(states) != world and rank == 0:
+        log.warning("checkpoint made by %d processes, resumed by %d", len(states), world)
+    if rank < len(states):
+        torch.set_rng_state(states[rank])
 
 
 def stop_early(epochs: list[dict], best: dict, patience: int | None) -> bool:

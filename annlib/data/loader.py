@@ -38,11 +38,21 @@ class Augment:
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Return a batch (N, 1, H, W) of float images warped by one random affine each."""
+        return self.warp(x, self.draw(len(x), gen))
+
+    def draw(self, n: int, gen: torch.Generator) -> torch.Tensor | None:
+        """Return the random numbers (n, 5) of n warps, or None when augmentation is off."""
         if self.strength <= 0:
+            return None
+        return torch.rand(n, 5, generator=gen)
+
+    def warp(self, x: torch.Tensor, draws: torch.Tensor | None) -> torch.Tensor:
+        """Return the images warped by the affine transforms that draws (one row each) define."""
+        if draws is None:
             return x
-        n, _, h, _ = x.shape
+        _, _, h, _ = x.shape
         s = self.strength
-        u = torch.rand(n, 5, generator=gen) * 2 - 1
+        u = draws * 2 - 1
         angle = u[:, 0] * math.radians(self.degrees) * s
         scale = 1 + u[:, 1] * self.scale * s
         shear = u[:, 2] * self.shear * s
@@ -65,6 +75,11 @@ class Batches:
 
     Each epoch draws a fresh permutation from its own generator, so shuffling and augmentation
     are reproducible from the seed and resumable from the generator's state.
+
+    shard=(rank, world) yields rank's contiguous 1/world part of every batch of batch_size (the
+    global batch). Every rank draws the same permutation and the augmentation of the whole global
+    batch, then keeps its rows, so the ranks together see exactly the images, warped exactly
+    the same way, as one process would, and their generators stay in step.
     """
 
     def __init__(
@@ -77,12 +92,20 @@ class Batches:
         channels_last: bool = False,
         drop_last: bool = False,
         seed: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
+        world = shard[1]
+        if world > 1 and (batch_size % world or not drop_last):
+            raise ValueError(
+                f"Sharding over {world} processes needs drop_last and a batch size that is a "
+                f"multiple of {world}, not {batch_size}."
+            )
         self.images, self.labels = images, labels
         self.batch_size = batch_size
         self.shuffle, self.augment = shuffle, augment
         self.channels_last, self.drop_last = channels_last, drop_last
         self.generator = torch.Generator().manual_seed(seed)
+        self.rank, self.world = shard
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -91,12 +114,16 @@ class Batches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        part = self.batch_size // self.world
+        mine = slice(self.rank * part, (self.rank + 1) * part)
         for i in range(len(self)):
-            sl = slice(i * self.batch_size, min((i + 1) * self.batch_size, n))
+            start, stop = i * self.batch_size, min((i + 1) * self.batch_size, n)
+            sl = slice(start + mine.start, min(start + mine.stop, n))
             idx = order[sl] if order is not None else sl
             x = prepare(self.images[idx])
             if self.augment is not None:
-                x = self.augment(x, self.generator)
+                draws = self.augment.draw(stop - start, self.generator)
+                x = self.augment.warp(x, draws[mine] if draws is not None else None)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx]
