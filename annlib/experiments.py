@@ -15,7 +15,7 @@ from annlib.models import create_model, model_summary
 from annlib.paths import checkpoints_dir, results_dir
 from annlib.profiles import get_profile
 from annlib.records import bf16_native, load_json
-from annlib.train import TrainConfig, fit, same_settings
+from annlib.train import TrainConfig, fit, same_settings, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ def train_model(
     if retrain and distributed.is_main():
         (run_dir / "checkpoint.pt").unlink(missing_ok=True)
 
+    seed_everything(config.seed)
     net = create_model(model, num_classes=len(study.classes))
     info = {"run": name, "study": study.name, "profile": profile} | model_summary(model, net)
     return fit(net, train, val, config, run_dir, path, info=info)

@@ -34,6 +34,8 @@ GLOBAL_BATCH = 256
 # (processes, threads per process); the first is the baseline every ratio is taken against.
 SETTINGS = ((1, 1), (2, 1), (1, 2))
 ALL_REDUCE_REPEATS = 20
+# Epochs of one setting that differ by more than this factor mean the machine was busy meanwhile.
+NOISY_SPREAD = 1.25
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ def measure(model: str, processes: int, threads: int, train, val, effort: Effort
         "processes": processes,
         "threads_per_process": threads,
         "images_per_s": statistics.median(speeds),
+        "spread": max(speeds) / min(speeds),
         "step_ms": step_s * 1e3,
         "all_reduce_ms": all_reduce_s * 1e3,
         "parameters": count_parameters(create_model(model)),
@@ -110,14 +113,23 @@ def measure(model: str, processes: int, threads: int, train, val, effort: Effort
 
 
 def report(table: pd.DataFrame) -> None:
-    """Print each setting's speed against one process with one thread, then what limits it."""
-    print(f"{'model':10s} {'setting':26s} {'images/s':>9s} {'vs 1x1':>7s} {'step ms':>8s}")
+    """Print each setting's median epoch speed against 1 process x 1 thread, then its limits."""
+    header = f"{'model':10s} {'setting':26s} {'images/s':>9s} {'vs 1x1':>7s} {'step ms':>8s}"
+    print(header + f" {'max/min':>8s}")
     for _, r in table.iterrows():
         setting = (
             f"{r.processes} process{'es' if r.processes > 1 else ''} x {r.threads_per_process}"
         )
         setting += f" thread{'s' if r.threads_per_process > 1 else ''}"
-        print(f"{r.model:10s} {setting:26s} {r.images_per_s:9.0f} {r.ratio:7.2f} {r.step_ms:8.1f}")
+        print(
+            f"{r.model:10s} {setting:26s} {r.images_per_s:9.0f} {r.ratio:7.2f} {r.step_ms:8.1f} "
+            f"{r.spread:8.2f}"
+        )
+    if (table.spread > NOISY_SPREAD).any():
+        print(
+            f"Some settings' epochs differ by more than {NOISY_SPREAD}x (max/min): the machine was "
+            "busy with other work meanwhile, so their ratios are rough."
+        )
     print()
     for _, r in table[table.processes > 1].iterrows():
         megabytes = r.parameters * 4 / 2**20
@@ -127,11 +139,11 @@ def report(table: pd.DataFrame) -> None:
             f"of a {r.step_ms:.1f} ms step."
         )
     print(
-        "What limits scaling here: the two processes share two cores, their caches and memory "
-        "bandwidth with each other and with anything else running, and every step waits for a "
-        "gradient all-reduce through gloo (shared memory and TCP on one machine) and for the "
-        "slower of the two; on a small model, per-step costs that do not halve with the batch "
-        "(Python, optimizer, kernel launch) weigh the most."
+        "What limits scaling here: the two processes need both cores to themselves (each step "
+        "waits for the slower one, so any other work on the machine slows both) and share caches "
+        "and memory bandwidth; the gradient all-reduce above costs little, and on a small model "
+        "the per-step costs that do not halve with the batch (Python, optimizer, kernel launches) "
+        "weigh the most."
     )
 
 
