@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from annlib.data import subsample
 from annlib.paths import project_root
 
 ENV_VAR = "ANNLIB_TEST_DATA"
@@ -79,3 +80,11 @@ def bymerge_test(emnist_dir) -> tuple[np.ndarray, np.ndarray, list[str]]:
         read_labels("bymerge", "test", emnist_dir),
         read_mapping("bymerge", emnist_dir),
     )
+
+
+@pytest.fixture(scope="session")
+def tiny(study):
+    """512 training and 256 validation images of the study, stratified."""
+    train = subsample(study.X_train, study.y_train, 512, seed=0)
+    val = subsample(study.X_val, study.y_val, 256, seed=0)
+    return train, val

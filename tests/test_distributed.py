@@ -15,7 +15,6 @@ from torch.multiprocessing.spawn import ProcessException
 
 import annlib.train
 from annlib import distributed
-from annlib.data import subsample
 from annlib.data.loader import Augment, Batches, to_tensors
 from annlib.experiments import history_path
 from annlib.models import create_model
@@ -32,14 +31,6 @@ CONFIG = TrainConfig(
 ATOL = 1e-5
 GROUP_SECONDS = 60  # a group of workers that has not finished by then fails the test
 GLOO_SECONDS = 20  # how long a collective waits for a missing peer before it raises
-
-
-@pytest.fixture(scope="module")
-def tiny(study):
-    """512 training and 256 validation images of the study, stratified."""
-    train = subsample(study.X_train, study.y_train, 512, seed=0)
-    val = subsample(study.X_val, study.y_val, 256, seed=0)
-    return train, val
 
 
 def fresh_model() -> torch.nn.Module:

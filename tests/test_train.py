@@ -6,21 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from annlib.data import subsample
 from annlib.evaluate import evaluate, predict_logits
 from annlib.models import create_model
 from annlib.records import load_json
 from annlib.train import BEST, CHECKPOINT, TrainConfig, fit, stop_early
 
 CONFIG = TrainConfig(epochs=2, batch_size=64, precision="fp32", eval_batch_size=128)
-
-
-@pytest.fixture(scope="module")
-def tiny(study):
-    """512 training and 256 validation images of the study, stratified."""
-    train = subsample(study.X_train, study.y_train, 512, seed=0)
-    val = subsample(study.X_val, study.y_val, 256, seed=0)
-    return train, val
 
 
 def fresh_model() -> torch.nn.Module:
