@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(run)
     run.add_argument("--only", nargs="*", help="notebook numbers, e.g. 01 02")
     run.add_argument("--retrain", action="store_true", help="ignore saved training results")
+    run.add_argument(
+        "--weights",
+        default=None,
+        help="pretrained weights file or folder (default: $ANNLIB_WEIGHTS, else weights/)",
+    )
 
     train = sub.add_parser("train", help="train one registry model (cached like the notebooks)")
     add_common(train)
@@ -72,7 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         from annlib.pipeline import run_notebooks
 
         for path in run_notebooks(
-            args.profile, args.study, args.data_dir, args.only, args.retrain, args.output_dir
+            args.profile,
+            args.study,
+            args.data_dir,
+            args.only,
+            args.retrain,
+            args.output_dir,
+            args.weights,
         ):
             print(f"executed {path}")
         return 0

@@ -40,11 +40,13 @@ def train_model(
     tag: str = "",
     retrain: bool = False,
     output_dir: str | Path | None = None,
+    model_options: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Train a registry model on a study under a profile, or return the saved history of that run.
 
-    overrides replace fields of the shared recipe (lr, epochs, precision, seed, ...). A run
+    overrides replace fields of the shared recipe (lr, epochs, precision, seed, ...);
+    model_options go to the model's constructor (weights=... for a pretrained one). A run
     interrupted part-way resumes from its checkpoint the next time it is asked for. Under
     torch.distributed every process calls this alike; rank 0 decides whether a saved run is reused.
     """
@@ -70,9 +72,15 @@ def train_model(
         (run_dir / "checkpoint.pt").unlink(missing_ok=True)
 
     seed_everything(config.seed)
-    net = create_model(model, num_classes=len(study.classes))
+    net = create_model(model, num_classes=len(study.classes), **(model_options or {}))
     info = {"run": name, "study": study.name, "profile": profile} | model_summary(model, net)
+    info["model_options"] = {k: describe_option(v) for k, v in (model_options or {}).items()}
     return fit(net, train, val, config, run_dir, path, info=info)
+
+
+def describe_option(value: Any) -> Any:
+    """Return a model option as saved in a history: a path by its file name, others as they are."""
+    return Path(value).name if isinstance(value, Path) else value
 
 
 # bfloat16 counts as matching float32 when the gap is within float32's seed-to-seed spread, and

@@ -37,6 +37,7 @@ def run_notebooks(
     only: list[str] | None = None,
     retrain: bool = False,
     output_dir: str | Path | None = None,
+    weights: str | None = None,
 ) -> list[Path]:
     """Execute the notebooks in order with the given parameters; return the executed files.
 
@@ -51,6 +52,7 @@ def run_notebooks(
         "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
         "retrain": retrain,
         "output_dir": str(Path(output_dir).resolve()) if output_dir else None,
+        "weights": str(Path(weights).resolve()) if weights else None,
     }
     written = []
     for nb in notebooks(only):

@@ -112,3 +112,97 @@ def pixel_histogram(images: dict[str, np.ndarray], path: str | Path | None = Non
         ax.axis("off")
     fig.tight_layout()
     return save(fig, path)
+
+
+def learning_curve_grid(
+    histories: dict[str, list[dict]], path: str | Path | None = None, columns: int = 4
+) -> Figure:
+    """Plot validation (solid) and training (dashed) accuracy per epoch, one panel per model.
+
+    histories maps a model to its runs (one per seed); all panels share the accuracy axis.
+    """
+    rows = -(-len(histories) // columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(3.2 * columns, 2.6 * rows), sharey=True, squeeze=False
+    )
+    colors = sns.color_palette("tab10")
+    for ax, (name, runs) in zip(axes.flat, histories.items(), strict=False):
+        for color, history in zip(colors, runs, strict=False):
+            epochs = pd.DataFrame(history["epochs"])
+            seed = history["config"]["seed"]
+            ax.plot(epochs.epoch, epochs.train_accuracy, "--", color=color, alpha=0.6)
+            ax.plot(
+                epochs.epoch, epochs.val_accuracy, "-o", ms=3, color=color, label=f"seed {seed}"
+            )
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in axes.flat[len(histories) :]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
+    for ax in axes[-1, :]:
+        ax.set_xlabel("epoch")
+    fig.suptitle("Validation (solid) and training (dashed) accuracy", y=1.0)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def pareto_plot(
+    table: pd.DataFrame,
+    cost: str,
+    score: str,
+    front: pd.Series,
+    kind: str = "kind",
+    chosen: str | None = None,
+    xlabel: str = "latency at batch 1 (ms, log scale)",
+    path: str | Path | None = None,
+) -> Figure:
+    """Plot score against cost (log x), one labelled point per model, the Pareto front as a line.
+
+    `kind` names a column that colours the points (candidate, pretrained, baseline); the chosen
+    model, if given, is ringed.
+    """
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    sns.scatterplot(data=table, x=cost, y=score, hue=kind, style=kind, s=80, ax=ax, zorder=3)
+    on_front = table[front].sort_values(cost)
+    ax.step(
+        on_front[cost],
+        on_front[score],
+        where="post",
+        color="0.3",
+        lw=1.2,
+        zorder=2,
+        label="Pareto front",
+    )
+    for _, row in table.iterrows():
+        ax.annotate(
+            row["model"],
+            (row[cost], row[score]),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=8,
+        )
+    if chosen is not None:
+        pick = table[table.model == chosen].iloc[0]
+        ax.scatter(
+            pick[cost],
+            pick[score],
+            s=320,
+            facecolors="none",
+            edgecolors="crimson",
+            lw=2,
+            zorder=4,
+            label=f"chosen: {chosen}",
+        )
+    ax.set_xscale("log")
+    ax.set(
+        xlabel=xlabel,
+        ylabel="best validation accuracy",
+        title="Validation accuracy against inference time",
+    )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return save(fig, path)

@@ -37,7 +37,7 @@ PROFILES = {
         "all training data, epoch counts that fit a 2-core CPU",
         train_images=None,
         val_images=None,
-        epochs={"default": 10, "lenet5": 20, "resnet50": 3},
+        epochs={"default": 10, "lenet5": 20, "resnet50": 3, "selection": 3},
         timing_seconds=2.0,
     ),
     "full": Profile(
@@ -45,7 +45,7 @@ PROFILES = {
         "all training data, longer budgets (annlib trains on the CPU only for now)",
         train_images=None,
         val_images=None,
-        epochs={"default": 30},
+        epochs={"default": 30, "selection": 10},
         timing_seconds=2.0,
     ),
 }

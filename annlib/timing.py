@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pandas as pd
 import torch
 import torch.utils.benchmark as benchmark
 from torch import nn
@@ -82,3 +83,23 @@ def latency_and_throughput(
         measure_inference(model, b, name, min_run_time=min_run_time, **kwargs)
         for b in (1, large_batch)
     ]
+
+
+def time_models(
+    models: dict[str, nn.Module], large_batch: int = 512, min_run_time: float = 1.0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Time every model at batch 1 and a large batch in both memory layouts.
+
+    Returns all rows, and the faster layout per model and batch size (the one a user would run).
+    """
+    rows = [
+        row
+        for name, model in models.items()
+        for layout in (False, True)
+        for row in latency_and_throughput(
+            model, name, large_batch, min_run_time, channels_last=layout
+        )
+    ]
+    every = pd.DataFrame(rows)
+    best = every.loc[every.groupby(["model", "batch"], sort=False).images_per_s.idxmax()]
+    return every, best.reset_index(drop=True)

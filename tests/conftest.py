@@ -30,6 +30,21 @@ def skip_without(folder: Path, *names: str) -> None:
         )
 
 
+WEIGHTS_VAR = "ANNLIB_TEST_WEIGHTS"
+DEFAULT_WEIGHTS = project_root().parent / "shared" / "weights"
+
+
+@pytest.fixture(scope="session")
+def weights_dir() -> Path:
+    """The folder of pretrained weights ($ANNLIB_TEST_WEIGHTS, else ../shared/weights)."""
+    from annlib.pretrained import MOBILENET_V2_FILE
+
+    folder = Path(os.environ.get(WEIGHTS_VAR) or DEFAULT_WEIGHTS).expanduser()
+    if not (folder / MOBILENET_V2_FILE).is_file():
+        pytest.skip(f"{MOBILENET_V2_FILE} not found in {folder}; set {WEIGHTS_VAR}")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def emnist_dir() -> Path:
     """The folder of official EMNIST files; tests that need it skip when it is absent."""

@@ -11,6 +11,7 @@ from annlib.models import (
     create_model,
     flops_per_image,
     model_summary,
+    size_on_disk,
 )
 
 
@@ -70,6 +71,7 @@ def test_vgg_small_cost_and_output():
     assert model_summary("vgg-small", model) == {
         "model": "vgg-small",
         "parameters": count_parameters(model),
+        "trainable_parameters": count_parameters(model),
         "flops": flops_per_image(model),
     }
 
@@ -92,5 +94,50 @@ def test_models_are_seeded_by_torch():
 
 
 def test_unknown_model_is_a_value_error():
-    with pytest.raises(ValueError, match="lenet5, resnet50, vgg-small"):
+    with pytest.raises(ValueError, match="choose one of lenet5, mobilenetv2-finetune"):
         create_model("alexnet")
+
+
+SELF_DESIGNED = ["vgg-8", "vgg-32", "resnet-small-8", "resnet-small-32", "sepnet-8", "sepnet-32"]
+
+
+@pytest.mark.parametrize("name", SELF_DESIGNED)
+def test_self_designed_candidates_take_characters_and_give_47_logits(name):
+    model = create_model(name).eval()
+
+    with torch.no_grad():
+        assert model(torch.rand(3, 1, 28, 28)).shape == (3, NUM_CLASSES)
+
+
+def test_candidate_widths_span_two_orders_of_magnitude_in_flops():
+    flops = {name: flops_per_image(create_model(name)) for name in SELF_DESIGNED}
+
+    for family in ("vgg", "resnet-small", "sepnet"):
+        narrow, wide = (flops[n] for n in SELF_DESIGNED if n.startswith(family))
+        assert wide > 3 * narrow
+    assert max(flops.values()) / min(flops.values()) > 90
+
+
+def test_resnet_small_keeps_seven_by_seven_before_pooling():
+    model = create_model("resnet-small-8").eval()
+    x = torch.rand(1, 1, 28, 28)
+    for layer in model.features[:-2]:
+        x = layer(x)
+
+    assert tuple(x.shape[1:]) == (32, 7, 7)
+
+
+def test_size_on_disk_is_four_bytes_a_parameter_plus_overhead():
+    model = create_model("vgg-32")
+    size = size_on_disk(model)
+    floats = sum(t.numel() for t in model.state_dict().values() if t.is_floating_point())
+
+    assert 4 * floats < size < 4 * floats + 50_000
+
+
+def test_trainable_only_counts_what_trains():
+    model = create_model("lenet5")
+    model.features.requires_grad_(False)
+
+    assert count_parameters(model) == 64_851
+    assert count_parameters(model, trainable_only=True) == 120 * 84 + 84 + 84 * 47 + 47
