@@ -14,7 +14,7 @@ from annlib.data.studies import Study, subsample
 from annlib.models import create_model, model_summary
 from annlib.paths import checkpoints_dir, results_dir
 from annlib.profiles import get_profile
-from annlib.records import bf16_native, load_json
+from annlib.records import load_json
 from annlib.train import TrainConfig, fit, same_settings, seed_everything
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,9 @@ def train_model(
     config = replace(RECIPE, **({"epochs": prof.epochs_for(model)} | overrides))
     saved = load_json(path) if path.exists() and not retrain and distributed.is_main() else None
     history = distributed.broadcast_object(saved)
+    options = {k: describe_option(v) for k, v in (model_options or {}).items()}
     if history is not None and history.get("complete"):
-        if not same_settings(history, config):
+        if not same_settings(history, config) or (history.get("model_options") or {}) != options:
             raise ValueError(
                 f"The saved run {name} ({path}) used other settings than asked for now: give "
                 "this variant its own tag, or pass retrain=True to replace the saved run."
@@ -74,7 +75,7 @@ def train_model(
     seed_everything(config.seed)
     net = create_model(model, num_classes=len(study.classes), **(model_options or {}))
     info = {"run": name, "study": study.name, "profile": profile} | model_summary(model, net)
-    info["model_options"] = {k: describe_option(v) for k, v in (model_options or {}).items()}
+    info["model_options"] = options
     return fit(net, train, val, config, run_dir, path, info=info)
 
 
@@ -99,9 +100,12 @@ def compare_precision(
     """Train a model in float32 (two seeds) and bfloat16 (one); return the table and the decision.
 
     bfloat16 is chosen only where the CPU runs it natively and its accuracy is within the float32
-    seed spread (at least MIN_PRECISION_TOLERANCE) of the float32 mean.
+    seed spread (at least MIN_PRECISION_TOLERANCE) of the float32 mean. "Natively" is read from the
+    bfloat16 run's own record: a comparison read back on other hardware keeps the decision made
+    where it ran, so a study does not change precision half-way because its machine changed.
     """
     rows = []
+    native = False
     for precision, seed in (("fp32", 0), ("fp32", 1), ("bf16", 0)):
         h = train_model(
             model,
@@ -123,6 +127,8 @@ def compare_precision(
                 "train_images_per_s": h["train_images_per_s"],
             }
         )
+        if precision == "bf16":
+            native = bool(h["environment"]["bf16_native"])
     table = pd.DataFrame(rows)
 
     fp32 = table[table.precision == "fp32"]
@@ -131,12 +137,26 @@ def compare_precision(
     gap = fp32.best_val_accuracy.mean() - bf16.best_val_accuracy
     same = abs(gap) <= max(spread, MIN_PRECISION_TOLERANCE)
     decision = {
-        "bf16_native": bf16_native(),
+        "bf16_native": native,
         "accuracy_gap": gap,
         "fp32_seed_spread": spread,
         "tolerance": max(spread, MIN_PRECISION_TOLERANCE),
         "bf16_speed_vs_fp32": bf16.train_images_per_s / fp32.train_images_per_s.mean(),
         "same_accuracy": bool(same),
-        "precision": "bf16" if bf16_native() and same else "fp32",
+        "precision": "bf16" if native and same else "fp32",
     }
     return table, decision
+
+
+PRECISION_FILE = "precision_decision.json"
+
+
+def study_precision(results: str | Path) -> str:
+    """Return the training precision notebook 02 decided for a study (bf16 or fp32)."""
+    path = Path(results) / PRECISION_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: run notebooks/02_baselines.ipynb (same profile and study) first; "
+            "it decides the training precision there."
+        )
+    return load_json(path)["precision"]

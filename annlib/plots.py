@@ -164,7 +164,7 @@ def pareto_plot(
     `kind` names a column that colours the points (candidate, pretrained, baseline); the chosen
     model, if given, is ringed.
     """
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     sns.scatterplot(data=table, x=cost, y=score, hue=kind, style=kind, s=80, ax=ax, zorder=3)
     on_front = table[front].sort_values(cost)
     ax.step(
@@ -197,12 +197,13 @@ def pareto_plot(
             label=f"chosen: {chosen}",
         )
     ax.set_xscale("log")
+    ax.margins(x=0.08)  # room for the labels of the rightmost points
     ax.set(
         xlabel=xlabel,
         ylabel="best validation accuracy",
         title="Validation accuracy against inference time",
     )
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # clear of the points
     fig.tight_layout()
     return save(fig, path)

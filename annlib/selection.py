@@ -46,8 +46,13 @@ def train_candidate(
     weights: str | Path | None = None,
     retrain: bool = False,
     output_dir: str | Path | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
-    """Train one candidate with the shared recipe and the selection budget (cached by seed)."""
+    """Train one candidate with the shared recipe and the selection budget (cached by seed).
+
+    precision is the study's (annlib.experiments.study_precision), so that every candidate and
+    the baselines train alike.
+    """
     options = {"weights": weights_file(weights)} if model in PRETRAINED else None
     return train_model(
         model,
@@ -59,6 +64,7 @@ def train_candidate(
         model_options=options,
         epochs=budget(profile),
         seed=seed,
+        precision=precision,
     )
 
 

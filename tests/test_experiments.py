@@ -140,3 +140,45 @@ def test_saved_run_with_other_settings_is_not_returned(study, tmp_path, monkeypa
 
     with pytest.raises(ValueError, match="other settings"):
         train_model("lenet5", study, "smoke", output_dir=tmp_path)
+
+
+def fake_precision_runs(monkeypatch, bf16_native: bool, accuracies=(0.80, 0.81, 0.805)):
+    """Make train_model return three complete runs: fp32 s0, fp32 s1, bf16 s0."""
+    runs = iter(accuracies)
+
+    def fake_train(model, study, profile, tag, *args, precision, **kwargs):
+        return {
+            "epochs_run": 2,
+            "best_val_accuracy": next(runs),
+            "train_images_per_s": 100.0 if precision == "fp32" else 300.0,
+            "environment": {"bf16_native": bf16_native and precision == "bf16"},
+        }
+
+    monkeypatch.setattr(experiments, "train_model", fake_train)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_decision_follows_the_hardware_the_bf16_run_used(monkeypatch, native):
+    # This machine's own support must not matter: a saved comparison keeps its decision.
+    monkeypatch.setattr("annlib.records.bf16_native", lambda: not native)
+    fake_precision_runs(monkeypatch, native)
+
+    table, decision = experiments.compare_precision(None, "smoke", 2)
+
+    assert table.precision.tolist() == ["fp32", "fp32", "bf16"]
+    assert decision["bf16_native"] is native and decision["same_accuracy"] is True
+    assert decision["precision"] == ("bf16" if native else "fp32")
+    assert decision["bf16_speed_vs_fp32"] == pytest.approx(3.0)
+
+
+def test_bf16_with_lower_accuracy_is_not_chosen(monkeypatch):
+    fake_precision_runs(monkeypatch, True, accuracies=(0.80, 0.801, 0.78))
+    _, decision = experiments.compare_precision(None, "smoke", 2)
+    assert decision["same_accuracy"] is False and decision["precision"] == "fp32"
+
+
+def test_study_precision_reads_notebook_02s_decision(tmp_path):
+    with pytest.raises(FileNotFoundError, match="02_baselines"):
+        experiments.study_precision(tmp_path)
+    save_json(tmp_path / experiments.PRECISION_FILE, {"precision": "fp32"})
+    assert experiments.study_precision(tmp_path) == "fp32"
