@@ -1,4 +1,4 @@
-"""Command line: python -m annlib run | train | check-data.
+"""Command line: python -m annlib run | train | tune | check-data.
 
 `train` also runs under torchrun (torchrun --nproc_per_node=N -m annlib train MODEL ...): it then
 joins the process group torchrun describes and trains data-parallel; only rank 0 logs and prints.
@@ -52,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--lr", type=float, help="peak learning rate for the global batch")
 
+    tune = sub.add_parser(
+        "tune", help="Optuna search for the chosen model (workers may share one study)"
+    )
+    add_common(tune)
+    from annlib.tuning import add_tune_arguments  # imports optuna and torch: only when built
+
+    add_tune_arguments(tune)
+
     check = sub.add_parser("check-data", help="list the official files found and verify them")
     check.add_argument("--data-dir", default=None)
     return parser
@@ -86,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             args.weights,
         ):
             print(f"executed {path}")
+        return 0
+
+    if args.command == "tune":
+        from annlib.tuning import summary_line, tune_from_args
+
+        print(summary_line(tune_from_args(args)))
         return 0
 
     from annlib import distributed

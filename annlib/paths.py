@@ -39,6 +39,11 @@ def figures_dir(profile: str, output_dir: str | Path | None = None) -> Path:
     return path
 
 
+def models_dir(profile: str, output_dir: str | Path | None = None) -> Path:
+    """Return the folder exported models go to: models/ for the committed profile."""
+    return output_root(profile, output_dir) / "models"
+
+
 def checkpoints_dir(profile: str, output_dir: str | Path | None = None) -> Path:
     """Return (and create) the folder for training checkpoints, which stay out of git."""
     root = output_root(profile, output_dir)

@@ -198,3 +198,12 @@ def mobilenet_v2(
             ) from error
     backbone.classifier[-1] = nn.Linear(backbone.last_channel, num_classes)
     return MobileNetV2Emnist(backbone, mode, size)
+
+
+def architecture(model: str) -> str:
+    """Return the registry name that builds a model's architecture without pretrained weights.
+
+    A trained MobileNetV2 in any mode has the scratch model's architecture; rebuilding it that
+    way lets its trained weights be loaded without the ImageNet weights file.
+    """
+    return "mobilenetv2-scratch" if model.startswith("mobilenetv2-") else model

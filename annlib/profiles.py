@@ -37,7 +37,14 @@ PROFILES = {
         "all training data, epoch counts that fit a 2-core CPU",
         train_images=None,
         val_images=None,
-        epochs={"default": 10, "lenet5": 20, "resnet50": 3, "selection": 3},
+        epochs={
+            "default": 10,
+            "lenet5": 20,
+            "resnet50": 3,
+            "selection": 3,
+            "tuning": 3,
+            "final": 8,
+        },
         timing_seconds=2.0,
     ),
     "full": Profile(

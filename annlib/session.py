@@ -8,7 +8,7 @@ from pathlib import Path
 
 from annlib.data.files import data_dir as resolve_data_dir
 from annlib.data.studies import default_study
-from annlib.paths import figures_dir, results_dir
+from annlib.paths import figures_dir, models_dir, results_dir
 from annlib.profiles import Profile, get_profile
 
 
@@ -30,6 +30,10 @@ class Session:
     def result(self, name: str) -> Path:
         """Return the path of a saved result: results/<study>/<name>."""
         return self.results / name
+
+    def model_folder(self, name: str) -> Path:
+        """Return the folder an exported model goes to: models/<name>/ (by profile)."""
+        return models_dir(self.profile.name, self.output_dir) / name
 
 
 def open_session(
