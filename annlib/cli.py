@@ -60,6 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_tune_arguments(tune)
 
+    predict = sub.add_parser(
+        "predict", help="classify image files of single handwritten characters"
+    )
+    predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    predict.add_argument("--model", help="exported model folder (default: the one in models/)")
+    predict.add_argument(
+        "--backend",
+        choices=["torch", "onnx", "onnx-int8"],
+        help="how to run it (default: the model's deployment form)",
+    )
+    predict.add_argument("--top-k", type=int, default=3, help="characters shown per image")
+    polarity = predict.add_mutually_exclusive_group()
+    polarity.add_argument("--dark-on-light", action="store_true", help="ink darker than paper")
+    polarity.add_argument("--light-on-dark", action="store_true", help="ink lighter than paper")
+
     check = sub.add_parser("check-data", help="list the official files found and verify them")
     check.add_argument("--data-dir", default=None)
     return parser
@@ -96,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"executed {path}")
         return 0
 
+    if args.command == "predict":
+        return predict(args)
+
     if args.command == "tune":
         from annlib.tuning import summary_line, tune_from_args
 
@@ -117,6 +135,28 @@ def main(argv: list[str] | None = None) -> int:
             f"{history['run']}: best validation accuracy {history['best_val_accuracy']:.4f} "
             f"at epoch {history['best_epoch']}, {history['train_seconds']:.0f} s of training"
         )
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    """Classify image files with an exported model; print the top characters of each."""
+    from annlib.export import ModelFolderError, deployed_backend, find_model_folder, load_model
+    from annlib.images import ImageError, load_for_model
+
+    invert = True if args.dark_on_light else False if args.light_on_dark else None
+    try:
+        folder = args.model or find_model_folder()
+        model = load_model(folder, args.backend or deployed_backend(folder))
+        images = load_for_model(args.images, invert=invert)
+    except (ImageError, ModelFolderError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    result = model.predict(images, orientation="upright", top_k=args.top_k)
+    for path, chars, probs in zip(
+        args.images, result.top_characters, result.top_probabilities, strict=True
+    ):
+        ranked = "  ".join(f"{c} {p:.3f}" for c, p in zip(chars, probs, strict=True))
+        print(f"{path}: {chars[0]}   ({ranked})")
     return 0
 
 

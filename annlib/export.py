@@ -94,6 +94,8 @@ def save_model(
     performance: pd.DataFrame | Sequence[dict] | None = None,
     deployment: dict | None = None,
     onnx_int8: bytes | str | os.PathLike | None = None,
+    weights_dtype: torch.dtype = torch.float32,
+    run: str | None = None,
 ) -> Path:
     """Save weights, ONNX model(s) and model card under folder (default models/<name>/).
 
@@ -102,7 +104,10 @@ def save_model(
     model (annlib.models.create_model); they are checked here by loading the weights into a
     rebuilt model, so a wrong option fails now rather than at load time. performance takes the
     rows of annlib.inference.compare_forms (or timing rows), deployment a DeploymentRule's
-    choice. Every file is written atomically, the card last.
+    choice. weights_dtype torch.float16 halves weights.pt (floating tensors are rounded to
+    float16 and loaded back as float32); the ONNX files are exported from the model as given.
+    run names the training run the weights come from. Every file is written atomically, the
+    card last.
     """
     if folder is None:
         name = name or model_name
@@ -113,9 +118,10 @@ def save_model(
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     rebuilt = create_model(model_name, num_classes=len(characters), **options)
     rebuilt.load_state_dict(state)
+    stored = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in state.items()}
 
     with atomic_path(folder / WEIGHTS) as tmp:
-        torch.save(state, tmp)
+        torch.save(stored, tmp)
     with atomic_path(folder / ONNX_FP32) as tmp:
         tmp.write_bytes(export_onnx(rebuilt))
     int8 = file_bytes(onnx_int8)
@@ -125,6 +131,7 @@ def save_model(
 
     card = {
         "name": name,
+        "run": run,
         "model": model_name,
         "options": options,
         "num_classes": len(characters),
@@ -137,6 +144,7 @@ def save_model(
             "onnx_int8": ONNX_INT8 if int8 is not None else None,
         },
         "onnx_io": {"input": INPUT_NAME, "output": OUTPUT_NAME},
+        "weights_dtype": str(weights_dtype).removeprefix("torch."),
         "validation_accuracy": validation_accuracy,
         "performance": {"hardware": hardware(), "rows": jsonable_rows(performance)},
         "deployment": deployment,
@@ -239,6 +247,14 @@ def required_file(folder: Path, name: str | None, what: str) -> Path:
     return path
 
 
+def read_card(folder: str | os.PathLike) -> dict[str, Any]:
+    """Return a model folder's card, with an error that says how to create what is missing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelFolderError(f"No model folder at {folder}. {HOW_TO_SAVE}")
+    return load_json(required_file(folder, CARD, "model card"))
+
+
 def load_model(folder: str | os.PathLike, backend: str = "torch") -> Predictor:
     """Return a Predictor for a saved model folder.
 
@@ -248,9 +264,7 @@ def load_model(folder: str | os.PathLike, backend: str = "torch") -> Predictor:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}.")
     folder = Path(folder)
-    if not folder.is_dir():
-        raise ModelFolderError(f"No model folder at {folder}. {HOW_TO_SAVE}")
-    card = load_json(required_file(folder, CARD, "model card"))
+    card = read_card(folder)
 
     if backend == "torch":
         path = required_file(folder, card["files"]["weights"], "weights")
@@ -262,3 +276,28 @@ def load_model(folder: str | os.PathLike, backend: str = "torch") -> Predictor:
     key = "onnx" if backend == "onnx" else "onnx_int8"
     path = required_file(folder, card["files"][key], f"{backend} model")
     return Predictor(card, backend, onnx_runner(path.read_bytes()))
+
+
+# The Predictor backend that runs each deployment form saved in a model folder.
+FORM_BACKENDS = {"onnxruntime-int8": "onnx-int8", "onnxruntime-fp32": "onnx"}
+
+
+def deployed_backend(folder: str | os.PathLike) -> str:
+    """Return the backend of a model folder's deployment form (torch for forms run by torch)."""
+    form = (read_card(folder).get("deployment") or {}).get("form")
+    return FORM_BACKENDS.get(form, "torch")
+
+
+def find_model_folder(root: str | os.PathLike | None = None) -> Path:
+    """Return the one model folder under root (default models/), with a clear error otherwise."""
+    root = Path(root) if root is not None else project_root() / "models"
+    folders = sorted(p.parent for p in root.glob(f"*/{CARD}"))
+    if len(folders) == 1:
+        return folders[0]
+    if not folders:
+        raise ModelFolderError(
+            f"No exported model under {root}: run notebooks/04_optimization.ipynb, which "
+            "exports one there, or give the model folder."
+        )
+    names = ", ".join(f.name for f in folders)
+    raise ModelFolderError(f"Several models under {root} ({names}): say which one to use.")

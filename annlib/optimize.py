@@ -15,10 +15,12 @@ from torch import nn
 
 from annlib.data.studies import Study
 from annlib.experiments import train_model
+from annlib.export import CARD, WEIGHTS
 from annlib.models import create_model
 from annlib.paths import checkpoints_dir
 from annlib.pretrained import architecture, weights_file
 from annlib.profiles import get_profile
+from annlib.records import load_json
 from annlib.selection import PRETRAINED
 from annlib.train import BEST
 
@@ -74,25 +76,32 @@ def train_final(
 
 
 def load_trained(
-    history: dict[str, Any], num_classes: int, output_dir: str | Path | None = None
-) -> nn.Module:
-    """Return the model of a finished run with its best weights, in evaluation mode.
+    history: dict[str, Any],
+    num_classes: int,
+    output_dir: str | Path | None = None,
+    exported: str | Path | None = None,
+) -> tuple[nn.Module, Path]:
+    """Return the model of a finished run with its best weights (evaluation mode), and their file.
 
-    A pretrained model is rebuilt as its architecture alone (annlib.pretrained.architecture):
-    its trained weights replace the pretrained ones anyway.
-
-    The weights are the run's best.pt checkpoint, which stays out of git: on a fresh clone,
-    train again (retrain=True) or load the exported model with annlib.export.load_model.
+    The weights are the run's best.pt checkpoint. Checkpoints stay out of git, so on a fresh
+    clone they are taken from the exported model folder `exported` (its weights.pt, which may be
+    rounded to float16) when it holds this run. A pretrained model is rebuilt as its
+    architecture alone (annlib.pretrained.architecture): its trained weights replace the
+    pretrained ones anyway.
     """
     path = checkpoints_dir(history["profile"], output_dir) / history["study"] / history["run"]
     path = path / BEST
+    if not path.is_file() and exported is not None:
+        card = Path(exported) / CARD
+        if card.is_file() and load_json(card).get("run") == history["run"]:
+            path = Path(exported) / WEIGHTS
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: the checkpoints of run {history['run']} are not in this checkout "
-            "(they stay out of git). Train it again with retrain=True, or use the exported "
-            "model under models/ (annlib.export.load_model)."
+            "(they stay out of git) and no exported model holds it. Train it again with "
+            "retrain=True."
         )
     arch = {k: v for k, v in history["model_options"].items() if k != "weights"}
     net = create_model(architecture(history["model"]), num_classes=num_classes, **arch)
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return net.eval()
+    return net.eval(), path

@@ -174,12 +174,15 @@ def record_costs(trial: optuna.Trial, net: nn.Module, cost: str | None) -> dict[
     return costs
 
 
-def epoch_reporter(trial: optuna.Trial) -> Callable[[dict[str, Any]], None]:
+def epoch_reporter(
+    trial: optuna.Trial, epochs: int | None = None
+) -> Callable[[dict[str, Any]], None]:
     """Return an on_epoch_end callback for fit: record progress, report, prune if told to.
 
     The value reported is the best validation accuracy so far, the quantity the trial returns,
-    with the epoch as the step. Optuna has no pruning for multi-objective studies, so there the
-    callback only records.
+    with the epoch as the step. The last of `epochs` is never pruned: stopping then saves no
+    time and would throw away a finished trial's result. Optuna has no pruning for
+    multi-objective studies, so there the callback only records.
     """
     single = len(trial.study.directions) == 1
 
@@ -190,7 +193,7 @@ def epoch_reporter(trial: optuna.Trial) -> Callable[[dict[str, Any]], None]:
             return
         epoch, accuracy = history["epochs_run"], history["best_val_accuracy"]
         trial.report(accuracy, step=epoch)
-        if trial.should_prune():
+        if epoch != epochs and trial.should_prune():
             raise optuna.TrialPruned(f"best validation accuracy {accuracy:.4f} at epoch {epoch}")
 
     return on_epoch_end
@@ -234,7 +237,9 @@ class Objective:
         net = build_model(self.model, arch, self.num_classes, self.model_options)
         costs = record_costs(trial, net, self.cost)
 
-        history = fit(net, self.train, self.val, config, on_epoch_end=epoch_reporter(trial))
+        history = fit(
+            net, self.train, self.val, config, on_epoch_end=epoch_reporter(trial, self.epochs)
+        )
         accuracy = history["best_val_accuracy"]
         return accuracy if self.cost is None else (accuracy, costs[COSTS[self.cost]])
 
@@ -453,6 +458,21 @@ def fail_orphaned_trials(study: optuna.Study) -> list[int]:
         study.tell(number, state=TrialState.FAIL)
         log.warning("trial %d of %s: its worker is gone, marked FAIL", number, study.study_name)
     return orphans
+
+
+def fail_running_trials(spec: TuneSpec) -> list[int]:
+    """Mark FAIL every running trial of a study; return their numbers.
+
+    For trials whose worker died where fail_orphaned_trials cannot tell (another machine, or a
+    worker that recorded no host): call it only while no worker of the study is running.
+    """
+    with trial_lock(spec.storage, spec.study_name()):
+        study = load_study(spec)
+        running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+        for number in running:
+            study.tell(number, state=TrialState.FAIL)
+            log.warning("trial %d of %s marked FAIL on request", number, study.study_name)
+    return running
 
 
 def prepare_study(spec: TuneSpec) -> optuna.Study:
@@ -817,8 +837,9 @@ def summary_line(study: optuna.Study) -> str:
 
 # --- command line ----------------------------------------------------------------------------
 
-TRIALS = {"smoke": 4, "cpu": 24, "full": 60}
-PARETO_TRIALS = {"smoke": 3, "cpu": 12, "full": 40}  # the multi-objective study's
+# The cpu budgets are what one 2-core session could afford for MobileNetV2 (see notebook 04).
+TRIALS = {"smoke": 3, "cpu": 16, "full": 60}
+PARETO_TRIALS = {"smoke": 2, "cpu": 6, "full": 40}  # the multi-objective study's
 
 
 def budget(profile: str, cost: str | None = None) -> dict[str, int | None]:
@@ -860,6 +881,11 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="made-up objective, temporary database: wiring"
     )
+    parser.add_argument(
+        "--fail-running",
+        action="store_true",
+        help="first mark FAIL the trials left running by dead workers (no worker may be running)",
+    )
 
 
 def spec_from_args(args: argparse.Namespace) -> TuneSpec:
@@ -900,6 +926,9 @@ def spec_from_args(args: argparse.Namespace) -> TuneSpec:
 def tune_from_args(args: argparse.Namespace) -> optuna.Study:
     """Run the tune command: build the spec from its arguments, run the study, return it."""
     spec = spec_from_args(args)
+    if args.fail_running:
+        prepare_study(spec)
+        fail_running_trials(spec)
     log.info(
         "tuning %s in %s with %d worker(s)", spec.study_name(), safe_url(spec.storage), args.workers
     )

@@ -26,6 +26,7 @@ from annlib.export import (
 from annlib.inference import export_onnx, quantize_int8
 from annlib.models import create_model
 from annlib.paths import project_root
+from annlib.records import load_json
 
 CHARACTERS = list(string.digits + string.ascii_uppercase + "abdefghnqrt")
 OPTIONS = {"width": 8, "dropout": 0.1}
@@ -94,6 +95,26 @@ def test_model_card(folder):
     assert card["performance"]["rows"][1]["ms_per_batch"] is None  # NaN stored as null
     assert "NaN" not in text
     assert {"torch", "onnx", "onnxruntime", "python", "cpu"} <= card["environment"].keys()
+    assert card["weights_dtype"] == "float32"
+
+
+def test_half_weights_take_half_the_space_and_load_as_float32(folder, model, images, tmp_path):
+    half = save_model(
+        model,
+        "vgg-small",
+        CHARACTERS,
+        tmp_path / "half",
+        options=OPTIONS,
+        weights_dtype=torch.float16,
+    )
+    assert load_json(half / CARD)["weights_dtype"] == "float16"
+    stored = torch.load(half / WEIGHTS, weights_only=True)
+    assert all(v.dtype != torch.float32 for v in stored.values())
+    assert (half / WEIGHTS).stat().st_size < 0.6 * (folder / WEIGHTS).stat().st_size
+
+    full, rounded = (load_model(f).logits(images, "upright") for f in (folder, half))
+    assert rounded.dtype == torch.float32
+    assert torch.allclose(full, rounded, atol=1e-2 * float(full.abs().max()))
 
 
 def test_round_trip_matches_the_original_model(folder, model, images):

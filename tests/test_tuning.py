@@ -130,6 +130,21 @@ def test_a_trial_far_below_the_finished_ones_is_pruned():
     assert pruned.user_attrs["epochs_run"] == 2
 
 
+def test_the_last_epoch_is_never_pruned():
+    study = optuna.create_study(direction="maximize", pruner=tuning.make_pruner())
+    for _ in range(5):
+        trial = study.ask()
+        for epoch in (1, 2, 3):
+            trial.report(0.8, epoch)
+        study.tell(trial, 0.8)
+
+    trial = study.ask()
+    report = tuning.epoch_reporter(trial, epochs=2)
+    report(fake_history(1, 0.05))
+    report(fake_history(2, 0.05))  # would be pruned at any epoch but the last
+    assert trial.user_attrs["epochs_run"] == 2
+
+
 def test_bad_storage_gives_a_clear_error(tmp_path):
     with pytest.raises(tuning.StorageError, match="Cannot open the tuning database"):
         tuning.open_storage("nosuchdb://somewhere/tuning")
@@ -255,3 +270,17 @@ def test_a_trial_left_running_by_a_dead_worker_is_run_again(tmp_path):
     assert states[orphan.number] == TrialState.FAIL
     assert states[elsewhere.number] == TrialState.RUNNING
     assert sum(s == TrialState.COMPLETE for s in states.values()) == 2  # 3 counted: 2 + running
+
+
+def test_fail_running_ends_trials_no_worker_will_finish(tmp_path, capsys):
+    spec = dry_spec(tmp_path, n_trials=3)
+    study = tuning.prepare_study(spec)
+    unowned = study.ask()  # left by a worker that recorded no host: not detectable as orphaned
+    study.tell(study.ask(), 0.5)
+
+    assert tuning.fail_running_trials(spec) == [unowned.number]
+
+    study = tuning.tune(spec)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.FAIL) == 1
+    assert states.count(TrialState.COMPLETE) == 3
