@@ -13,7 +13,7 @@ import copy
 import logging
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -213,9 +213,9 @@ def onnx_runner(model_bytes: bytes, threads: int | None = None) -> Callable:
     return run
 
 
-def onnx_form(name: str, description: str, model_bytes: bytes) -> Form:
-    """Return a form running an ONNX model with ONNX Runtime on the CPU."""
-    threads = torch.get_num_threads()
+def onnx_form(name: str, description: str, model_bytes: bytes, threads: int | None = None) -> Form:
+    """Return a form running an ONNX model with ONNX Runtime (threads default: torch's)."""
+    threads = threads or torch.get_num_threads()
     run = onnx_runner(model_bytes, threads)
     return Form(name, description, run, "onnxruntime", threads, model_bytes)
 
@@ -367,6 +367,23 @@ def time_form(form: Form, batch_size: int, min_run_time: float = 1.0, warmup: in
         "runtime": form.runtime,
         "hardware": hardware(),
     }
+
+
+def with_threads(form: Form, threads: int) -> Form:
+    """Return the form set to run on a number of threads (an ONNX form gets a new session)."""
+    if form.runtime == "onnxruntime" and form.onnx is not None:
+        return onnx_form(form.name, form.description, form.onnx, threads)
+    return replace(form, threads=threads)
+
+
+def thread_sweep(
+    form: Form, batches: Sequence[int], threads: Sequence[int], min_run_time: float = 1.0
+) -> pd.DataFrame:
+    """Return time_form's rows for a form at every thread count and batch size."""
+    rows = [
+        time_form(with_threads(form, n), batch, min_run_time) for n in threads for batch in batches
+    ]
+    return pd.DataFrame(rows)
 
 
 def compare_forms(

@@ -43,7 +43,7 @@ PROFILES = {
             "resnet50": 3,
             "selection": 3,
             "tuning": 3,
-            "final": 3,
+            "final": 5,
         },
         timing_seconds=2.0,
     ),

@@ -22,6 +22,8 @@ from annlib.inference import (
     form_accuracy,
     form_predictions,
     onnx_ops,
+    thread_sweep,
+    with_threads,
 )
 from annlib.models import NUM_CLASSES, create_model
 
@@ -283,3 +285,16 @@ def test_form_is_a_plain_callable():
     form = Form("identity", "returns a fixed logit row", lambda x: torch.ones(len(x), 47))
 
     assert form(np.zeros((3, 1, 28, 28), dtype=np.float32)).shape == (3, 47)
+
+
+@pytest.mark.parametrize("name", ["onnxruntime-int8", "channels_last"])
+def test_a_form_on_one_thread_computes_the_same(forms, val_batch, name):
+    one = with_threads(forms[name], 1)
+    assert one.threads == 1 and one.name == name
+    assert torch.equal(one(val_batch).argmax(1), forms[name](val_batch).argmax(1))
+
+
+def test_thread_sweep_times_every_thread_count_and_batch(forms):
+    table = thread_sweep(forms["onnxruntime-int8"], (1, 8), (1, 2), min_run_time=0.01)
+    assert list(zip(table.threads, table.batch, strict=True)) == [(1, 1), (1, 8), (2, 1), (2, 8)]
+    assert (table.images_per_s > 0).all()

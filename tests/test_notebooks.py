@@ -5,6 +5,8 @@ import json
 import pandas as pd
 import pytest
 
+from annlib.export import CARD
+from annlib.inference import BASELINE
 from annlib.pipeline import notebooks, run_notebooks
 from annlib.selection import BASELINES, CANDIDATES, load_selection
 
@@ -32,6 +34,11 @@ def test_notebooks_run_in_smoke_profile(emnist_dir, weights_dir, tmp_path):
         "02_learning_curves.png",
         "03_learning_curves.png",
         "03_pareto.png",
+        "04_tuning_history.png",
+        "04_tuning_front.png",
+        "04_final_learning_curves.png",
+        "04_inference_forms.png",
+        "04_tuning_importance.png",
     } <= figures
     results = tmp_path / "results" / "bymerge-small"
     assert (results / "baselines.csv").read_text().count("\n") == 3  # header, lenet5, resnet50
@@ -41,3 +48,13 @@ def test_notebooks_run_in_smoke_profile(emnist_dir, weights_dir, tmp_path):
     choice = load_selection(results)
     assert choice["chosen"] in CANDIDATES
     assert choice["chosen"] in choice["eligible"]
+    forms = pd.read_csv(results / "inference_forms.csv")
+    assert {BASELINE, "onnxruntime-int8"} <= set(forms.form)
+    deployment = json.loads((results / "deployment.json").read_text())
+    assert deployment["form"] in set(forms.form)
+    assert deployment["model"] == choice["chosen"]
+    card = json.loads(
+        (tmp_path / "models" / f"emnist-bymerge-small-{choice['chosen']}" / CARD).read_text()
+    )
+    assert card["run"] == deployment["run"]
+    assert len(card["characters"]) == card["num_classes"] == 47
