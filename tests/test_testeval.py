@@ -193,3 +193,18 @@ def test_mnist_test_images_seen_in_the_bymerge_test_file(emnist_file, bymerge_te
     assert int(testeval.seen_mask(X_mnist, X_bymerge).sum()) == 1479
     _, y_kept, removed = testeval.remove_seen(X_mnist, y_mnist, X_bymerge)
     assert removed == 1479 and len(y_kept) == 10_000 - 1479
+
+
+def test_confusion_plot_and_gallery_write_pngs(tmp_path):
+    from annlib import plots
+
+    matrix = testeval.confusion(Y_TRUE, Y_PRED, 3)
+    plots.confusion_plot(matrix, CHARS, tmp_path / "confusion.png")
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    plots.misclassified_gallery(images, ["a", "b", "b"], ["b", "c", "c"], tmp_path / "g.png", 2)
+    for name in ("confusion.png", "g.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="3x3"):
+        plots.confusion_plot(matrix[:2], CHARS)
+    with pytest.raises(ValueError, match="one of each"):
+        plots.misclassified_gallery(images, ["a"], ["b"])
