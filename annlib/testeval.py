@@ -157,8 +157,8 @@ def confused_pairs(
 ) -> pd.DataFrame:
     """Return the most frequent confusions: true, predicted, count, share of the true class.
 
-    Largest count first (ties by true then predicted label); the diagonal (correct predictions)
-    and pairs that never occur are left out; top=None keeps them all.
+    Largest count first (ties by true then predicted label, also given as class indices); the
+    diagonal (correct predictions) and pairs that never occur are left out; top=None keeps all.
     """
     counts = confusion(y_true, y_pred, len(characters), normalize=False)
     support = counts.sum(axis=1)
