@@ -1,4 +1,4 @@
-"""Command line: python -m annlib run | train | tune | check-data.
+"""Command line: python -m annlib run | train | tune | predict | report | check-data.
 
 `train` also runs under torchrun (torchrun --nproc_per_node=N -m annlib train MODEL ...): it then
 joins the process group torchrun describes and trains data-parallel; only rank 0 logs and prints.
@@ -75,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     polarity.add_argument("--dark-on-light", action="store_true", help="ink darker than paper")
     polarity.add_argument("--light-on-dark", action="store_true", help="ink lighter than paper")
 
+    report = sub.add_parser("report", help="typeset report.pdf from the saved results")
+    report.add_argument(
+        "--results", help="a study's results folder (default: results/<study> with saved results)"
+    )
+    report.add_argument("--figures", help="its figures (default: figures/<study> beside results/)")
+    report.add_argument(
+        "--output", help="the PDF to write (default: report.pdf beside results/ and figures/)"
+    )
+
     check = sub.add_parser("check-data", help="list the official files found and verify them")
     check.add_argument("--data-dir", default=None)
     return parser
@@ -113,6 +122,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "predict":
         return predict(args)
+
+    if args.command == "report":
+        from annlib.pdfreport import ReportError, build_report
+
+        try:
+            print(f"wrote {build_report(args.results, args.figures, args.output)}")
+        except ReportError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
 
     if args.command == "tune":
         from annlib.tuning import summary_line, tune_from_args
