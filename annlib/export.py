@@ -219,6 +219,12 @@ class Predictor:
         ]
         return torch.cat(chunks) if chunks else torch.empty(0, len(self.characters))
 
+    def probabilities(
+        self, images: np.ndarray, orientation: str = "official", batch_size: int = 1024
+    ) -> np.ndarray:
+        """Return the class probabilities (N, classes) of uint8 images as a float32 array."""
+        return torch.softmax(self.logits(images, orientation, batch_size), dim=1).numpy()
+
     def predict(
         self, images: np.ndarray, orientation: str = "official", top_k: int = 5
     ) -> Prediction:

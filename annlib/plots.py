@@ -159,6 +159,7 @@ def pareto_plot(
     chosen: str | None = None,
     xlabel: str = "latency at batch 1 (ms, log scale)",
     path: str | Path | None = None,
+    ylabel: str = "best validation accuracy",
 ) -> Figure:
     """Plot score against cost (log x), one labelled point per model, the Pareto front as a line.
 
@@ -201,7 +202,7 @@ def pareto_plot(
     ax.margins(x=0.08)  # room for the labels of the rightmost points
     ax.set(
         xlabel=xlabel,
-        ylabel="best validation accuracy",
+        ylabel=ylabel,
         title="Validation accuracy against inference time",
     )
     ax.grid(alpha=0.3, which="both")

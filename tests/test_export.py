@@ -227,3 +227,15 @@ def test_wrong_options_fail_at_save_time(model, tmp_path):
 
 def test_default_folder_is_models_name():
     assert default_folder("best") == project_root() / "models" / "best"
+
+
+def test_probabilities_are_the_softmax_of_the_logits_and_agree_with_predict(folder, images):
+    predictor = load_model(folder, backend="onnx")
+
+    p = predictor.probabilities(images, orientation="upright", batch_size=10)
+
+    assert p.shape == (64, len(CHARACTERS)) and p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+    logits = predictor.logits(images, orientation="upright")
+    np.testing.assert_allclose(p, torch.softmax(logits, 1).numpy(), atol=1e-6)
+    assert (p.argmax(1) == predictor.predict(images, orientation="upright").classes).all()

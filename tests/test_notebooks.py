@@ -39,6 +39,8 @@ def test_notebooks_run_in_smoke_profile(emnist_dir, weights_dir, tmp_path):
         "04_final_learning_curves.png",
         "04_inference_forms.png",
         "04_tuning_importance.png",
+        "05_confusion.png",
+        "05_misclassified.png",
     } <= figures
     results = tmp_path / "results" / "bymerge-small"
     assert (results / "baselines.csv").read_text().count("\n") == 3  # header, lenet5, resnet50
@@ -58,3 +60,9 @@ def test_notebooks_run_in_smoke_profile(emnist_dir, weights_dir, tmp_path):
     )
     assert card["run"] == deployment["run"]
     assert len(card["characters"]) == card["num_classes"] == 47
+    test = json.loads((results / "test_summary.json").read_text())
+    assert test["form"] == deployment["form"] and test["run"] == deployment["run"]
+    assert test["accuracy_low"] <= test["accuracy"] <= test["accuracy_high"]
+    assert test["accuracy"] <= test["top_k_accuracy"] and test["top_k"] == 5
+    assert 0 < test["mnist"]["removed_seen"] < test["mnist"]["n"]
+    assert len(pd.read_csv(results / "test_per_class.csv")) == 47
