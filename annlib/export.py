@@ -40,8 +40,9 @@ CARD, WEIGHTS, ONNX_FP32, ONNX_INT8 = (
 BACKENDS = {"torch": WEIGHTS, "onnx": ONNX_FP32, "onnx-int8": ONNX_INT8}
 ORIENTATIONS = ("official", "upright")
 HOW_TO_SAVE = (
-    "Create it with annlib.export.save_model(model, model_name, characters, folder) "
-    "from a trained model."
+    "Run notebooks/04_optimization.ipynb, which exports the study's final model under models/, "
+    "or create it with annlib.export.save_model(model, model_name, characters, folder) from a "
+    "trained model."
 )
 
 PREPROCESSING = {
@@ -261,11 +262,39 @@ def read_card(folder: str | os.PathLike) -> dict[str, Any]:
     return load_json(required_file(folder, CARD, "model card"))
 
 
+def load_torch_model(folder: Path, card: dict[str, Any]) -> nn.Module:
+    """Return a folder's model rebuilt from the registry with weights.pt, in evaluation mode."""
+    path = required_file(folder, card["files"]["weights"], "weights")
+    model = create_model(card["model"], num_classes=card["num_classes"], **card["options"])
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def fp32_onnx(folder: Path, card: dict[str, Any]) -> bytes:
+    """Return the folder's float32 ONNX model, exported again from weights.pt when it is absent.
+
+    The file stays out of git (it is the largest), so a fresh clone rebuilds it on first use and
+    keeps it in the folder; where the folder cannot be written it is rebuilt each time.
+    """
+    path = folder / card["files"]["onnx"]
+    if path.is_file():
+        return path.read_bytes()
+    log.info("%s is absent: exporting it again from %s", path, card["files"]["weights"])
+    model_bytes = export_onnx(load_torch_model(folder, card))
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(model_bytes)
+    except OSError as error:
+        log.warning("could not keep the rebuilt %s (%s); it is rebuilt on every load", path, error)
+    return model_bytes
+
+
 def load_model(folder: str | os.PathLike, backend: str = "torch") -> Predictor:
     """Return a Predictor for a saved model folder.
 
     backend 'torch' rebuilds the model from the registry and loads weights.pt; 'onnx' and
-    'onnx-int8' run model.onnx or model-int8.onnx with ONNX Runtime on the CPU.
+    'onnx-int8' run model.onnx or model-int8.onnx with ONNX Runtime on the CPU (model.onnx is
+    exported again from weights.pt where it is missing).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}.")
@@ -273,14 +302,11 @@ def load_model(folder: str | os.PathLike, backend: str = "torch") -> Predictor:
     card = read_card(folder)
 
     if backend == "torch":
-        path = required_file(folder, card["files"]["weights"], "weights")
-        model = create_model(card["model"], num_classes=card["num_classes"], **card["options"])
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        model.eval()
+        model = load_torch_model(folder, card)
         return Predictor(card, backend, lambda x: model(x).float())
-
-    key = "onnx" if backend == "onnx" else "onnx_int8"
-    path = required_file(folder, card["files"][key], f"{backend} model")
+    if backend == "onnx":
+        return Predictor(card, backend, onnx_runner(fp32_onnx(folder, card)))
+    path = required_file(folder, card["files"]["onnx_int8"], f"{backend} model")
     return Predictor(card, backend, onnx_runner(path.read_bytes()))
 
 

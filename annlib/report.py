@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from annlib.paths import project_root
-from annlib.records import write_atomic
+from annlib.records import load_json, write_atomic
 
 START = "<!-- results:start (written by python -m annlib run; do not edit) -->"
 END = "<!-- results:end -->"
@@ -32,9 +32,47 @@ def results_table(results: Path) -> str:
     return table.to_markdown(index=False, disable_numparse=True)
 
 
+def final_row(folder: Path) -> dict[str, str] | None:
+    """Return a study's deployed model as one row: validation, speed and test numbers."""
+    if not (folder / "deployment.json").is_file():
+        return None
+    deployment = load_json(folder / "deployment.json")
+    forms = pd.read_csv(folder / "inference_forms.csv")
+    rows = forms[forms.form == deployment["form"]].set_index("batch")
+    large = deployment.get("large_batch", rows.index.max())
+    row = {
+        "study": folder.name,
+        "model": deployment["model"],
+        "deployment form": deployment["form"],
+        "val acc": f"{deployment['accuracy']:.2%}",
+        "latency b=1 (ms)": f"{rows.ms_per_batch[1]:.3g}",
+        f"img/s b={large}": f"{rows.images_per_s[large]:,.0f}",
+        "x ResNet-50 img/s (same run)": f"{deployment['vs_resnet50_large_batch']:.1f}",
+        "test acc (95% interval)": "not evaluated yet",
+        "test class-averaged": "",
+    }
+    if (folder / "test_summary.json").is_file():
+        test = load_json(folder / "test_summary.json")
+        row["test acc (95% interval)"] = (
+            f"{test['accuracy']:.2%} ({test['accuracy_low']:.2%} to {test['accuracy_high']:.2%})"
+        )
+        row["test class-averaged"] = f"{test['macro_accuracy']:.2%}"
+    return row
+
+
+def final_table(results: Path) -> str | None:
+    """Return a markdown table of every study's deployed model, or None before notebook 04."""
+    rows = [row for folder in sorted(results.glob("*/")) if (row := final_row(folder))]
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) if rows else None
+
+
 def readme_block(results: Path) -> str:
-    """Return the README's generated block: markers around the results table."""
-    return f"{START}\n{results_table(results)}\n{END}"
+    """Return the README's generated block: markers around the results tables."""
+    final = final_table(results)
+    tables = results_table(results) + (
+        f"\n\nThe deployed model (notebooks 04 and 05):\n\n{final}" if final else ""
+    )
+    return f"{START}\n{tables}\n{END}"
 
 
 def update_readme(readme: Path | None = None, results: Path | None = None) -> bool:

@@ -239,3 +239,16 @@ def test_probabilities_are_the_softmax_of_the_logits_and_agree_with_predict(fold
     logits = predictor.logits(images, orientation="upright")
     np.testing.assert_allclose(p, torch.softmax(logits, 1).numpy(), atol=1e-6)
     assert (p.argmax(1) == predictor.predict(images, orientation="upright").classes).all()
+
+
+def test_a_missing_fp32_onnx_file_is_exported_again_from_the_weights(folder, images, tmp_path):
+    copy = shutil.copytree(folder, tmp_path / "clone")
+    (copy / ONNX_FP32).unlink()  # as on a fresh clone: the fp32 file stays out of git
+
+    rebuilt = load_model(copy, backend="onnx").predict(images, orientation="upright")
+
+    expected = load_model(folder, backend="torch").predict(images, orientation="upright")
+    assert np.array_equal(rebuilt.classes, expected.classes)
+    np.testing.assert_allclose(rebuilt.probabilities, expected.probabilities, atol=1e-5)
+    assert (copy / ONNX_FP32).is_file()
+    assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in folder.iterdir())

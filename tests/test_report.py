@@ -1,9 +1,11 @@
 """The README's results table is the one the saved results give."""
 
+import json
+
 import pandas as pd
 
 from annlib.paths import project_root
-from annlib.report import readme_block, results_table, update_readme
+from annlib.report import final_table, readme_block, results_table, update_readme
 
 
 def test_readme_table_matches_saved_results():
@@ -33,3 +35,39 @@ def test_update_readme_rewrites_only_the_block(tmp_path):
     assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("outro\n")
     assert "old" not in readme.read_text()
     assert not update_readme(readme, tmp_path)
+
+
+def test_final_table_shows_the_deployed_form_and_the_test_result_once_there(tmp_path):
+    folder = tmp_path / "bymerge-small"
+    folder.mkdir()
+    deployment = {
+        "model": "vgg-32",
+        "form": "onnxruntime-int8",
+        "accuracy": 0.9012,
+        "vs_resnet50_large_batch": 3.25,
+    }
+    (folder / "deployment.json").write_text(json.dumps(deployment))
+    forms = pd.DataFrame(
+        {
+            "form": ["eager-fp32", "eager-fp32", "onnxruntime-int8", "onnxruntime-int8"],
+            "batch": [1, 512, 1, 512],
+            "ms_per_batch": [2.0, 300.0, 0.25, 40.0],
+            "images_per_s": [500.0, 1706.7, 4000.0, 12800.0],
+        }
+    )
+    forms.to_csv(folder / "inference_forms.csv", index=False)
+
+    before = final_table(tmp_path)
+    test = {"accuracy": 0.9, "accuracy_low": 0.89, "accuracy_high": 0.91, "macro_accuracy": 0.88}
+    (folder / "test_summary.json").write_text(json.dumps(test))
+    after = final_table(tmp_path)
+
+    assert "| onnxruntime-int8 " in before and "| 0.25 " in before and "| 12,800 " in before
+    assert "90.12%" in before and "| 3.2 " in before and "not evaluated yet" in before
+    assert "90.00% (89.00% to 91.00%)" in after and "88.00%" in after
+
+
+def test_no_final_table_before_notebook_04(tmp_path):
+    (tmp_path / "bymerge-small").mkdir()
+
+    assert final_table(tmp_path) is None
