@@ -89,10 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+QUIET_LOGGERS = ("onnxscript", "onnx_ir")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the annlib command line."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for chatty in QUIET_LOGGERS:  # the ONNX exporter logs every graph pass at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
     if args.command == "check-data":
         from annlib.data import check_files
