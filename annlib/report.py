@@ -37,16 +37,13 @@ def final_row(folder: Path) -> dict[str, str] | None:
     if not (folder / "deployment.json").is_file():
         return None
     deployment = load_json(folder / "deployment.json")
-    forms = pd.read_csv(folder / "inference_forms.csv")
-    rows = forms[forms.form == deployment["form"]].set_index("batch")
-    large = deployment.get("large_batch", rows.index.max())
     row = {
         "study": folder.name,
         "model": deployment["model"],
         "deployment form": deployment["form"],
         "val acc": f"{deployment['accuracy']:.2%}",
-        "latency b=1 (ms)": f"{rows.ms_per_batch[1]:.3g}",
-        f"img/s b={large}": f"{rows.images_per_s[large]:,.0f}",
+        f"latency b={deployment['latency_batch']} (ms)": f"{deployment['latency_ms']:.3g}",
+        f"img/s b={deployment['large_batch']}": f"{deployment['images_per_s']:,.0f}",
         "x ResNet-50 img/s (same run)": f"{deployment['vs_resnet50_large_batch']:.1f}",
         "test acc (95% interval)": "not evaluated yet",
         "test class-averaged": "",

@@ -15,16 +15,14 @@ import pandas as pd
 import torch
 
 from annlib.data import build_study
-from annlib.export import CARD, ONNX_FP32, ONNX_INT8, WEIGHTS
-from annlib.inference import BASELINE, build_forms, form_accuracy, onnx_form, time_form
-from annlib.models import create_model
+from annlib.export import CARD, ONNX_FP32, ONNX_INT8, fp32_onnx, load_torch_model
+from annlib.inference import BASELINE, Form, build_forms, form_accuracy, onnx_form, time_form
 from annlib.paths import results_dir
 from annlib.records import atomic_path, environment, load_json, save_json
 from annlib.selection import load_selection
 
 TARGETS = {1: 10.0, "large": 5.0}
 MAX_LOSS_POINTS = 0.2
-SAVED_ONNX = {"onnxruntime-fp32": ONNX_FP32, "onnxruntime-int8": ONNX_INT8}
 
 
 def parse_args() -> argparse.Namespace:
@@ -48,6 +46,20 @@ def model_folder(study: str, given: str | None) -> Path:
     return results.parent.parent / "models" / f"emnist-{study}-{chosen}"
 
 
+def deployed_form(folder: Path, card: dict, model: torch.nn.Module, calibration) -> Form:
+    """Return the deployment form from the folder's ONNX file, else built again from the model.
+
+    The fp32 file, which stays out of git, is exported again from the weights where it is
+    missing (annlib.export.fp32_onnx).
+    """
+    name = card["deployment"]["form"]
+    if name == "onnxruntime-fp32":
+        return onnx_form(name, f"saved {ONNX_FP32}", fp32_onnx(folder, card))
+    if name == "onnxruntime-int8" and (folder / ONNX_INT8).is_file():
+        return onnx_form(name, f"saved {ONNX_INT8}", (folder / ONNX_INT8).read_bytes())
+    return build_forms(model, calibration, names=[name])[name]
+
+
 def main() -> None:
     args = parse_args()
     study = build_study(args.study, args.data_dir)
@@ -61,16 +73,9 @@ def main() -> None:
     card = load_json(card_path)
     deployed_name = card["deployment"]["form"]
 
-    model = create_model(card["model"], num_classes=card["num_classes"], **card["options"])
-    model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
-    eager = build_forms(model.eval(), study.X_train[:0], names=[BASELINE])[BASELINE]
-    saved = folder / SAVED_ONNX.get(deployed_name, "-")
-    if saved.is_file():  # the fp32 ONNX file stays out of git: rebuilt below when absent
-        onnx_bytes = saved.read_bytes()
-        deployed = onnx_form(deployed_name, f"saved {SAVED_ONNX[deployed_name]}", onnx_bytes)
-    else:
-        calibration = study.X_train[:512]
-        deployed = build_forms(model, calibration, names=[deployed_name])[deployed_name]
+    model = load_torch_model(folder, card)
+    eager = build_forms(model, study.X_train[:0], names=[BASELINE])[BASELINE]
+    deployed = deployed_form(folder, card, model, study.X_train[:512])
 
     rows = []
     for batch in (1, args.batch):

@@ -104,13 +104,19 @@ def test_one_real_trial_trains_and_records_its_attributes(tiny):
     assert trial.intermediate_values == {1: trial.value}
 
 
-def test_a_trial_far_below_the_finished_ones_is_pruned():
+def study_with_finished_trials() -> optuna.Study:
+    """Return a pruned study holding five finished trials at 0.8 after each of three epochs."""
     study = optuna.create_study(direction="maximize", pruner=tuning.make_pruner())
     for _ in range(5):
         trial = study.ask()
         for epoch in (1, 2, 3):
             trial.report(0.8, epoch)
         study.tell(trial, 0.8)
+    return study
+
+
+def test_a_trial_far_below_the_finished_ones_is_pruned():
+    study = study_with_finished_trials()
 
     def objective(accuracy):
         def run(trial):
@@ -131,12 +137,7 @@ def test_a_trial_far_below_the_finished_ones_is_pruned():
 
 
 def test_the_last_epoch_is_never_pruned():
-    study = optuna.create_study(direction="maximize", pruner=tuning.make_pruner())
-    for _ in range(5):
-        trial = study.ask()
-        for epoch in (1, 2, 3):
-            trial.report(0.8, epoch)
-        study.tell(trial, 0.8)
+    study = study_with_finished_trials()
 
     trial = study.ask()
     report = tuning.epoch_reporter(trial, epochs=2)
