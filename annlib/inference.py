@@ -369,6 +369,30 @@ def time_form(form: Form, batch_size: int, min_run_time: float = 1.0, warmup: in
     }
 
 
+def onnx_speeds(
+    models: dict[str, bytes], large_batch: int, rounds: int = 5, min_run_time: float = 0.5
+) -> dict[str, dict[str, float]]:
+    """Return each ONNX model's ms per image at batch 1 and images/s at large_batch (fp32 ORT).
+
+    The models are timed in turn, round after round, and each value is the median over rounds:
+    a slow spell of a shared machine then falls on every model instead of on one.
+    """
+    forms = {name: onnx_form(name, "ONNX Runtime float32", data) for name, data in models.items()}
+    latency: dict[str, list[float]] = {name: [] for name in forms}
+    throughput: dict[str, list[float]] = {name: [] for name in forms}
+    for _ in range(rounds):
+        for name, form in forms.items():
+            latency[name].append(time_form(form, 1, min_run_time)["ms_per_batch"])
+            throughput[name].append(time_form(form, large_batch, min_run_time)["images_per_s"])
+    return {
+        name: {
+            "onnx_latency_ms": float(np.median(latency[name])),
+            "onnx_images_per_s": float(np.median(throughput[name])),
+        }
+        for name in forms
+    }
+
+
 def with_threads(form: Form, threads: int) -> Form:
     """Return the form set to run on a number of threads (an ONNX form gets a new session)."""
     if form.runtime == "onnxruntime" and form.onnx is not None:

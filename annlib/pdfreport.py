@@ -63,10 +63,14 @@ SOURCES = (
     Source("deployment", "results", "deployment.json", "04_optimization"),
     Source("inference_fig", "figures", "04_inference_forms.png", "04_optimization"),
     Source("test_summary", "results", "test_summary.json", "05_test_evaluation"),
+    Source("test_comparison", "results", "test_comparison.csv", "05_test_evaluation"),
+    Source("test_published", "results", "test_published.csv", "05_test_evaluation"),
     Source("test_per_class", "results", "test_per_class.csv", "05_test_evaluation"),
     Source("test_confused", "results", "test_confused_pairs.csv", "05_test_evaluation"),
     Source("test_confusion", "figures", "05_confusion.png", "05_test_evaluation"),
     Source("test_gallery", "figures", "05_misclassified.png", "05_test_evaluation"),
+    Source("test_tradeoff", "figures", "05_tradeoff.png", "05_test_evaluation"),
+    Source("final_curves_wide", "figures", "05_final_learning_curves.png", "05_test_evaluation"),
 )
 
 

@@ -116,15 +116,19 @@ def pixel_histogram(images: dict[str, np.ndarray], path: str | Path | None = Non
 
 
 def learning_curve_grid(
-    histories: dict[str, list[dict]], path: str | Path | None = None, columns: int = 4
+    histories: dict[str, list[dict]],
+    path: str | Path | None = None,
+    columns: int = 4,
+    panel: tuple[float, float] = (3.2, 2.6),
 ) -> Figure:
     """Plot validation (solid) and training (dashed) accuracy per epoch, one panel per model.
 
     histories maps a model to its runs (one per seed); all panels share the accuracy axis.
+    panel is the width and height of one panel in inches.
     """
     rows = -(-len(histories) // columns)
     fig, axes = plt.subplots(
-        rows, columns, figsize=(3.2 * columns, 2.6 * rows), sharey=True, squeeze=False
+        rows, columns, figsize=(panel[0] * columns, panel[1] * rows), sharey=True, squeeze=False
     )
     colors = sns.color_palette("tab10")
     for ax, (name, runs) in zip(axes.flat, histories.items(), strict=False):
@@ -160,6 +164,7 @@ def pareto_plot(
     xlabel: str = "latency at batch 1 (ms, log scale)",
     path: str | Path | None = None,
     ylabel: str = "best validation accuracy",
+    title: str = "Validation accuracy against inference time",
 ) -> Figure:
     """Plot score against cost (log x), one labelled point per model, the Pareto front as a line.
 
@@ -199,11 +204,11 @@ def pareto_plot(
             label=f"chosen: {chosen}",
         )
     ax.set_xscale("log")
-    ax.margins(x=0.08)  # room for the labels of the rightmost points
+    ax.margins(x=0.08, y=0.08)  # room for the labels of the outermost points
     ax.set(
         xlabel=xlabel,
         ylabel=ylabel,
-        title="Validation accuracy against inference time",
+        title=title,
     )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # clear of the points

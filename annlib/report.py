@@ -11,6 +11,15 @@ from annlib.records import load_json, write_atomic
 
 START = "<!-- results:start (written by python -m annlib run; do not edit) -->"
 END = "<!-- results:end -->"
+COMPARISON_COLUMNS = [
+    "model",
+    "val_accuracy",
+    "test_accuracy",
+    "test_low",
+    "test_high",
+    "onnx_latency_ms",
+    "onnx_images_per_s",
+]
 
 
 def results_table(results: Path) -> str:
@@ -63,12 +72,43 @@ def final_table(results: Path) -> str | None:
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) if rows else None
 
 
+def formatted(values: pd.Series, spec: str) -> pd.Series:
+    """Return values formatted with spec, blank where missing."""
+    return values.map(lambda v: "" if pd.isna(v) else format(v, spec))
+
+
+def comparison_table(results: Path) -> str | None:
+    """Return a markdown table of every study's models on its test partition, or None before."""
+    parts = []
+    for csv in sorted(results.glob("*/test_comparison.csv")):
+        table = pd.read_csv(csv).reindex(columns=COMPARISON_COLUMNS)
+        interval = formatted(table.test_low, ".2%") + " to " + formatted(table.test_high, ".2%")
+        test = formatted(table.test_accuracy, ".2%") + " (" + interval + ")"
+        part = {
+            "study": csv.parent.name,
+            "model": table.model,
+            "val acc": formatted(table.val_accuracy, ".2%"),
+            "test acc (95% interval)": test.where(table.test_accuracy.notna(), "not tested"),
+            "ORT fp32 ms b=1": formatted(table.onnx_latency_ms, ".3g"),
+            "ORT fp32 img/s": formatted(table.onnx_images_per_s, ",.0f"),
+        }
+        parts.append(pd.DataFrame(part))
+    if not parts:
+        return None
+    return pd.concat(parts).to_markdown(index=False, disable_numparse=True)
+
+
 def readme_block(results: Path) -> str:
     """Return the README's generated block: markers around the results tables."""
-    final = final_table(results)
-    tables = results_table(results) + (
-        f"\n\nThe deployed model (notebooks 04 and 05):\n\n{final}" if final else ""
-    )
+    final, compared = final_table(results), comparison_table(results)
+    tables = results_table(results)
+    if final:
+        tables += f"\n\nThe deployed model (notebooks 04 and 05):\n\n{final}"
+    if compared:
+        tables += (
+            "\n\nEvery model on the test partition, timed in ONNX Runtime float32 in the same "
+            f"run (notebook 05):\n\n{compared}"
+        )
     return f"{START}\n{tables}\n{END}"
 
 

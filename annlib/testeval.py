@@ -273,3 +273,99 @@ def restrict_to(probabilities: np.ndarray, allowed_classes: Sequence[int]) -> np
         )
     allowed = np.unique(allowed)
     return allowed[p[:, allowed].argmax(axis=1)]
+
+
+SCORE_COLUMNS = ("test_n", "test_accuracy", "test_low", "test_high")
+TIMING_COLUMNS = ("onnx_latency_ms", "onnx_images_per_s")
+
+
+def scored(correct: np.ndarray) -> dict[str, float]:
+    """Return the number of images, the accuracy and its bootstrap interval of correct (0/1)."""
+    low, high = bootstrap_interval(correct)
+    return {
+        "test_n": len(correct),
+        "test_accuracy": float(np.mean(correct)),
+        "test_low": low,
+        "test_high": high,
+    }
+
+
+def earlier_score(
+    table: pd.DataFrame | None, model: str, weights: str, n: int
+) -> dict[str, float] | None:
+    """Return the test score (and ONNX timing) an earlier table holds for a model, or None.
+
+    For a comparison model whose weights are kept out of git: its score from the run that had
+    them is carried forward rather than lost, and only when that run scored the same number of
+    test images.
+    """
+    if table is None or not set(SCORE_COLUMNS) <= set(table.columns):
+        return None
+    same = (table["model"] == model) & (table["weights"] == weights) & (table["test_n"] == n)
+    match = table[same]
+    if match.empty or pd.isna(match["test_accuracy"].iloc[0]):
+        return None
+    kept = [c for c in (*SCORE_COLUMNS, *TIMING_COLUMNS) if c in table.columns]
+    return {column: float(match[column].iloc[0]) for column in kept}
+
+
+PUBLISHED_COLUMNS = [
+    "source",
+    "split",
+    "method",
+    "test_accuracy",
+    "spread",
+    "parameters",
+    "ms_per_image",
+    "hardware",
+    "training_data",
+    "test_data",
+    "not_like_for_like",
+]
+
+
+def beside_published(
+    published: pd.DataFrame,
+    summary: dict,
+    split: str,
+    parameters: int,
+    training_data: str,
+    hardware: str,
+) -> pd.DataFrame:
+    """Return this study's accuracy and class-averaged accuracy above the published results.
+
+    The class-averaged row stands in for a class-balanced test set such as EMNIST-Balanced.
+    ms_per_image divides a whole test pass by its images, for every row that gives both.
+    """
+    missing = {"source", "split", "method", "test_accuracy"} - set(published.columns)
+    if missing:
+        raise ValueError(
+            f"The published results lack the columns {sorted(missing)}: keep the header of "
+            "data/published_results.csv."
+        )
+    published = published.copy()
+    if {"test_seconds", "test_images"} <= set(published.columns):
+        published["ms_per_image"] = published["test_seconds"] * 1000 / published["test_images"]
+
+    model = summary.get("model", "final model")
+    ours = {
+        "source": "this study",
+        "split": split,
+        "parameters": parameters,
+        "ms_per_image": summary["seconds"] * 1000 / summary["n"],
+        "hardware": hardware,
+        "training_data": training_data,
+        "test_data": f"all {summary['n']:,} images of the study's test partition",
+    }
+    rows = [
+        ours | {"method": f"{model}, accuracy", "test_accuracy": summary["accuracy"]},
+        ours
+        | {
+            "method": f"{model}, class-averaged accuracy",
+            "test_accuracy": summary["macro_accuracy"],
+            "not_like_for_like": "the stand-in for a class-balanced test set such as Balanced",
+        },
+    ]
+    table = pd.concat([pd.DataFrame(rows), published], ignore_index=True)
+    table["parameters"] = table["parameters"].astype("Int64")
+    return table.reindex(columns=PUBLISHED_COLUMNS)

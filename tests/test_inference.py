@@ -22,6 +22,7 @@ from annlib.inference import (
     form_accuracy,
     form_predictions,
     onnx_ops,
+    onnx_speeds,
     thread_sweep,
     with_threads,
 )
@@ -298,3 +299,12 @@ def test_thread_sweep_times_every_thread_count_and_batch(forms):
     table = thread_sweep(forms["onnxruntime-int8"], (1, 8), (1, 2), min_run_time=0.01)
     assert list(zip(table.threads, table.batch, strict=True)) == [(1, 1), (1, 8), (2, 1), (2, 8)]
     assert (table.images_per_s > 0).all()
+
+
+def test_onnx_speeds_times_every_model_at_both_batch_sizes(forms):
+    fp32, int8 = forms["onnxruntime-fp32"].onnx, forms["onnxruntime-int8"].onnx
+    speeds = onnx_speeds({"fp32": fp32, "int8": int8}, 16, rounds=2, min_run_time=0.01)
+    assert set(speeds) == {"fp32", "int8"}
+    for speed in speeds.values():
+        assert set(speed) == {"onnx_latency_ms", "onnx_images_per_s"}
+        assert 0 < speed["onnx_latency_ms"] < 1000 and speed["onnx_images_per_s"] > 1

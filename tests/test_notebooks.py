@@ -41,6 +41,8 @@ def test_notebooks_run_in_smoke_profile(emnist_dir, weights_dir, tmp_path):
         "04_tuning_importance.png",
         "05_confusion.png",
         "05_misclassified.png",
+        "05_tradeoff.png",
+        "05_final_learning_curves.png",
     } <= figures
     results = tmp_path / "results" / "bymerge-small"
     assert (results / "baselines.csv").read_text().count("\n") == 3  # header, lenet5, resnet50
@@ -66,3 +68,13 @@ def test_notebooks_run_in_smoke_profile(emnist_dir, weights_dir, tmp_path):
     assert test["accuracy"] <= test["top_k_accuracy"] and test["top_k"] == 5
     assert 0 < test["mnist"]["removed_seen"] < test["mnist"]["n"]
     assert len(pd.read_csv(results / "test_per_class.csv")) == 47
+    comparison = pd.read_csv(results / "test_comparison.csv")
+    assert comparison.model.iloc[:2].tolist() == ["lenet5", "resnet50"]
+    assert (comparison.scored == "this run").all()  # the smoke run has every checkpoint
+    assert comparison.test_accuracy.between(0, 1).all()
+    assert (comparison.onnx_latency_ms > 0).all() and (comparison.onnx_images_per_s > 0).all()
+    published = pd.read_csv(results / "test_published.csv")
+    assert published.source.iloc[:2].tolist() == ["this study", "this study"]
+    assert published.test_accuracy.iloc[:2].tolist() == pytest.approx(
+        [test["accuracy"], test["macro_accuracy"]]
+    )

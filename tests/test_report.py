@@ -5,7 +5,13 @@ import json
 import pandas as pd
 
 from annlib.paths import project_root
-from annlib.report import final_table, readme_block, results_table, update_readme
+from annlib.report import (
+    comparison_table,
+    final_table,
+    readme_block,
+    results_table,
+    update_readme,
+)
 
 
 def test_readme_table_matches_saved_results():
@@ -66,3 +72,20 @@ def test_no_final_table_before_notebook_04(tmp_path):
     (tmp_path / "bymerge-small").mkdir()
 
     assert final_table(tmp_path) is None
+
+
+def test_comparison_table_marks_untested_models_and_formats_timings(tmp_path):
+    folder = tmp_path / "bymerge-small"
+    folder.mkdir()
+    assert comparison_table(tmp_path) is None
+    rows = [
+        {"model": "lenet5", "val_accuracy": 0.8883, "test_accuracy": 0.8876, "test_low": 0.8858,
+         "test_high": 0.8895, "onnx_latency_ms": 0.1234, "onnx_images_per_s": 45678.9},
+        {"model": "resnet50", "val_accuracy": 0.8661},
+    ]  # fmt: skip
+    pd.DataFrame(rows).to_csv(folder / "test_comparison.csv", index=False)
+
+    table = comparison_table(tmp_path)
+
+    assert "88.76% (88.58% to 88.95%)" in table and "| 0.123 " in table and "45,679" in table
+    assert "86.61%" in table and "not tested" in table and "nan" not in table

@@ -6,9 +6,11 @@ import json
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from annlib import testeval
+from annlib.paths import project_root
 
 CHARS = ["a", "b", "c"]
 # 10 images: class a (4): 3 right, 1 as b; class b (3): 1 right, 2 as c; class c (3): all right
@@ -143,6 +145,51 @@ def test_restrict_to_never_returns_a_disallowed_class():
     odd = testeval.restrict_to(p, [45, 3, 20])
     assert set(odd.tolist()) <= {3, 20, 45}
     np.testing.assert_array_equal(odd, np.array([3, 20, 45])[p[:, [3, 20, 45]].argmax(axis=1)])
+
+
+def test_beside_published_puts_this_study_first_and_times_per_image():
+    published = pd.DataFrame({
+        "source": ["a paper"], "split": ["balanced"], "method": ["cnn"],
+        "test_accuracy": [0.91], "test_seconds": [5.0], "test_images": [20_000],
+    })  # fmt: skip
+    summary = {"n": 1000, "accuracy": 0.9, "macro_accuracy": 0.88, "seconds": 0.5, "model": "m"}
+    table = testeval.beside_published(published, summary, "bymerge", 12, "1,000 images", "cpu")
+    assert list(table.columns) == testeval.PUBLISHED_COLUMNS
+    assert table["source"].tolist() == ["this study", "this study", "a paper"]
+    assert table["test_accuracy"].tolist() == [0.9, 0.88, 0.91]
+    assert table["ms_per_image"].tolist() == pytest.approx([0.5, 0.5, 0.25])
+    with pytest.raises(ValueError, match="data/published_results.csv"):
+        testeval.beside_published(published.drop(columns="method"), summary, "b", 1, "", "")
+
+
+def test_the_published_results_file_names_a_source_and_a_caveat_per_row():
+    published = pd.read_csv(project_root() / "data" / "published_results.csv")
+    assert len(published) > 0
+    assert published["test_accuracy"].between(0.5, 1).all()
+    assert set(published["split"]) <= {"bymerge", "balanced", "byclass"}
+    for column in ("source", "reference", "method", "not_like_for_like"):
+        assert published[column].notna().all(), column
+
+
+def test_earlier_score_only_for_the_same_model_weights_and_test_size():
+    table = pd.DataFrame(
+        {
+            "model": ["resnet50", "resnet50", "lenet5"],
+            "weights": ["retrained (resnet50-retest)", "not in this checkout", "run's checkpoint"],
+            "test_n": [1000.0, np.nan, 1000.0],
+            "test_accuracy": [0.87, np.nan, 0.88],
+            "test_low": [0.85, np.nan, 0.86],
+            "test_high": [0.89, np.nan, 0.90],
+        }
+    )
+    kept = testeval.earlier_score(table, "resnet50", "retrained (resnet50-retest)", 1000)
+    assert kept == {"test_n": 1000.0, "test_accuracy": 0.87, "test_low": 0.85, "test_high": 0.89}
+    assert testeval.earlier_score(table, "resnet50", "retrained (resnet50-retest)", 999) is None
+    assert testeval.earlier_score(table, "resnet50", "not in this checkout", 1000) is None
+    assert testeval.earlier_score(table, "vgg-32", "run's checkpoint", 1000) is None
+    assert testeval.earlier_score(None, "lenet5", "run's checkpoint", 1000) is None
+    older = table.drop(columns="test_n")
+    assert testeval.earlier_score(older, "lenet5", "run's checkpoint", 1000) is None
 
 
 @pytest.mark.parametrize(
