@@ -377,6 +377,8 @@ def onnx_speeds(
     The models are timed in turn, round after round, and each value is the median over rounds:
     a slow spell of a shared machine then falls on every model instead of on one.
     """
+    if not models or rounds < 1:
+        raise ValueError(f"Pass at least one model and one round (got {len(models)}, {rounds}).")
     forms = {name: onnx_form(name, "ONNX Runtime float32", data) for name, data in models.items()}
     latency: dict[str, list[float]] = {name: [] for name in forms}
     throughput: dict[str, list[float]] = {name: [] for name in forms}

@@ -101,7 +101,7 @@ def load_trained(
             "(they stay out of git) and no exported model holds it. Train it again with "
             "retrain=True."
         )
-    arch = {k: v for k, v in history["model_options"].items() if k != "weights"}
+    arch = {k: v for k, v in (history.get("model_options") or {}).items() if k != "weights"}
     net = create_model(architecture(history["model"]), num_classes=num_classes, **arch)
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return net.eval(), path

@@ -19,6 +19,7 @@ COMPARISON_COLUMNS = [
     "test_high",
     "onnx_latency_ms",
     "onnx_images_per_s",
+    "scored",
 ]
 
 
@@ -91,6 +92,7 @@ def comparison_table(results: Path) -> str | None:
             "test acc (95% interval)": test.where(table.test_accuracy.notna(), "not tested"),
             "ORT fp32 ms b=1": formatted(table.onnx_latency_ms, ".3g"),
             "ORT fp32 img/s": formatted(table.onnx_images_per_s, ",.0f"),
+            "scored": table.scored.fillna(""),
         }
         parts.append(pd.DataFrame(part))
     if not parts:
@@ -106,8 +108,9 @@ def readme_block(results: Path) -> str:
         tables += f"\n\nThe deployed model (notebooks 04 and 05):\n\n{final}"
     if compared:
         tables += (
-            "\n\nEvery model on the test partition, timed in ONNX Runtime float32 in the same "
-            f"run (notebook 05):\n\n{compared}"
+            "\n\nEvery model on the test partition, timed in ONNX Runtime float32 in one run "
+            "(notebook 05; `scored` says whether a row comes from that run or, for weights not "
+            f"in this checkout, from an earlier one):\n\n{compared}"
         )
     return f"{START}\n{tables}\n{END}"
 

@@ -275,10 +275,6 @@ def restrict_to(probabilities: np.ndarray, allowed_classes: Sequence[int]) -> np
     return allowed[p[:, allowed].argmax(axis=1)]
 
 
-SCORE_COLUMNS = ("test_n", "test_accuracy", "test_low", "test_high")
-TIMING_COLUMNS = ("onnx_latency_ms", "onnx_images_per_s")
-
-
 def scored(correct: np.ndarray) -> dict[str, float]:
     """Return the number of images, the accuracy and its bootstrap interval of correct (0/1)."""
     low, high = bootstrap_interval(correct)
@@ -290,27 +286,9 @@ def scored(correct: np.ndarray) -> dict[str, float]:
     }
 
 
-def earlier_score(
-    table: pd.DataFrame | None, model: str, weights: str, n: int
-) -> dict[str, float] | None:
-    """Return the test score (and ONNX timing) an earlier table holds for a model, or None.
-
-    For a comparison model whose weights are kept out of git: its score from the run that had
-    them is carried forward rather than lost, and only when that run scored the same number of
-    test images.
-    """
-    if table is None or not set(SCORE_COLUMNS) <= set(table.columns):
-        return None
-    same = (table["model"] == model) & (table["weights"] == weights) & (table["test_n"] == n)
-    match = table[same]
-    if match.empty or pd.isna(match["test_accuracy"].iloc[0]):
-        return None
-    kept = [c for c in (*SCORE_COLUMNS, *TIMING_COLUMNS) if c in table.columns]
-    return {column: float(match[column].iloc[0]) for column in kept}
-
-
 PUBLISHED_COLUMNS = [
     "source",
+    "reference",
     "split",
     "method",
     "test_accuracy",
@@ -350,6 +328,7 @@ def beside_published(
     model = summary.get("model", "final model")
     ours = {
         "source": "this study",
+        "reference": "results/ of this repository",
         "split": split,
         "parameters": parameters,
         "ms_per_image": summary["seconds"] * 1000 / summary["n"],

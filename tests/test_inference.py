@@ -308,3 +308,5 @@ def test_onnx_speeds_times_every_model_at_both_batch_sizes(forms):
     for speed in speeds.values():
         assert set(speed) == {"onnx_latency_ms", "onnx_images_per_s"}
         assert 0 < speed["onnx_latency_ms"] < 1000 and speed["onnx_images_per_s"] > 1
+    with pytest.raises(ValueError, match="one round"):
+        onnx_speeds({"fp32": fp32}, 16, rounds=0)

@@ -73,8 +73,11 @@ def test_notebooks_run_in_smoke_profile(emnist_dir, weights_dir, tmp_path):
     assert (comparison.scored == "this run").all()  # the smoke run has every checkpoint
     assert comparison.test_accuracy.between(0, 1).all()
     assert (comparison.onnx_latency_ms > 0).all() and (comparison.onnx_images_per_s > 0).all()
+    assert comparison.final.tolist() == [False] * (len(comparison) - 1) + [True]
+    assert comparison.on_front.any()  # the fastest model is never beaten on both axes
     published = pd.read_csv(results / "test_published.csv")
     assert published.source.iloc[:2].tolist() == ["this study", "this study"]
+    assert published.reference.notna().all()
     assert published.test_accuracy.iloc[:2].tolist() == pytest.approx(
         [test["accuracy"], test["macro_accuracy"]]
     )

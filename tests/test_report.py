@@ -80,7 +80,8 @@ def test_comparison_table_marks_untested_models_and_formats_timings(tmp_path):
     assert comparison_table(tmp_path) is None
     rows = [
         {"model": "lenet5", "val_accuracy": 0.8883, "test_accuracy": 0.8876, "test_low": 0.8858,
-         "test_high": 0.8895, "onnx_latency_ms": 0.1234, "onnx_images_per_s": 45678.9},
+         "test_high": 0.8895, "onnx_latency_ms": 0.1234, "onnx_images_per_s": 45678.9,
+         "scored": "earlier run"},
         {"model": "resnet50", "val_accuracy": 0.8661},
     ]  # fmt: skip
     pd.DataFrame(rows).to_csv(folder / "test_comparison.csv", index=False)
@@ -89,3 +90,4 @@ def test_comparison_table_marks_untested_models_and_formats_timings(tmp_path):
 
     assert "88.76% (88.58% to 88.95%)" in table and "| 0.123 " in table and "45,679" in table
     assert "86.61%" in table and "not tested" in table and "nan" not in table
+    assert "| earlier run " in table

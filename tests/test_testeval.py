@@ -171,27 +171,6 @@ def test_the_published_results_file_names_a_source_and_a_caveat_per_row():
         assert published[column].notna().all(), column
 
 
-def test_earlier_score_only_for_the_same_model_weights_and_test_size():
-    table = pd.DataFrame(
-        {
-            "model": ["resnet50", "resnet50", "lenet5"],
-            "weights": ["retrained (resnet50-retest)", "not in this checkout", "run's checkpoint"],
-            "test_n": [1000.0, np.nan, 1000.0],
-            "test_accuracy": [0.87, np.nan, 0.88],
-            "test_low": [0.85, np.nan, 0.86],
-            "test_high": [0.89, np.nan, 0.90],
-        }
-    )
-    kept = testeval.earlier_score(table, "resnet50", "retrained (resnet50-retest)", 1000)
-    assert kept == {"test_n": 1000.0, "test_accuracy": 0.87, "test_low": 0.85, "test_high": 0.89}
-    assert testeval.earlier_score(table, "resnet50", "retrained (resnet50-retest)", 999) is None
-    assert testeval.earlier_score(table, "resnet50", "not in this checkout", 1000) is None
-    assert testeval.earlier_score(table, "vgg-32", "run's checkpoint", 1000) is None
-    assert testeval.earlier_score(None, "lenet5", "run's checkpoint", 1000) is None
-    older = table.drop(columns="test_n")
-    assert testeval.earlier_score(older, "lenet5", "run's checkpoint", 1000) is None
-
-
 @pytest.mark.parametrize(
     "call, message",
     [

@@ -2,7 +2,8 @@
 
 Notebook 05 scores LeNet-5, ResNet-50 and notebook 03's front-runners (seed 0) on the test set.
 Checkpoints stay out of git, so for each of them whose own checkpoint is gone this script trains
-a copy with the saved run's recipe, seed and precision under the tag `<run>-retest`, and exports
+a copy with the saved run's recipe and seed, in the study's training precision (notebook 02's
+decision, as every run of the study), under the tag `<run>-retest`, and exports
 it (float16 weights) to models/comparison/<run>-retest/, where the notebook looks. Models whose
 checkpoint or exported copy is already there are skipped.
 
@@ -16,9 +17,10 @@ import logging
 
 import torch
 
+from annlib.comparison import comparison_model
 from annlib.data import build_study
 from annlib.experiments import history_path, run_name, study_precision, train_model
-from annlib.export import WEIGHTS, save_model
+from annlib.export import save_model
 from annlib.optimize import load_trained
 from annlib.pretrained import architecture, weights_file
 from annlib.records import load_json
@@ -55,18 +57,18 @@ def main() -> None:
     s = open_session(args.profile, args.study, args.data_dir, args.output_dir)
     study = build_study(s.study, s.data_dir)
     selection = load_selection(s.results)
-    for model in args.models or ["lenet5", "resnet50", *selection["front_runners"]]:
+    known = ["lenet5", "resnet50", *selection["front_runners"]]
+    unknown = sorted(set(args.models or ()) - set(known))
+    if unknown:
+        parser.error(f"--models {' '.join(unknown)}: notebook 05 compares only {', '.join(known)}")
+    for model in args.models or known:
         run = model if model in BASELINES else f"{model}-select-s0"
         history = load_json(history_path(s.study, s.profile.name, run, s.output_dir))
         folder = s.model_folder("comparison") / f"{run}-retest"
-        try:
-            load_trained(history, len(study.classes), s.output_dir)
-            log.info("%s: its own checkpoint is here, nothing to train", run)
+        net, source = comparison_model(history, folder, len(study.classes), s.output_dir)
+        if net is not None:
+            log.info("%s: notebook 05 can load it (%s), nothing to train", run, source["weights"])
             continue
-        except FileNotFoundError:
-            if (folder / WEIGHTS).is_file():
-                log.info("%s: a retrained copy is already in %s", run, folder)
-                continue
 
         options = {k: v for k, v in (history.get("model_options") or {}).items() if k != "weights"}
         if model in PRETRAINED:
