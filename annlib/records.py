@@ -7,6 +7,7 @@ import os
 import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,17 @@ def environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "numpy": numpy.__version__,
+        "onnxruntime": installed_version("onnxruntime"),
     }
     return env
+
+
+def installed_version(package: str) -> str | None:
+    """Return an installed package's version without importing it, None if it is absent."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def bf16_native() -> bool:

@@ -182,3 +182,14 @@ def test_study_precision_reads_notebook_02s_decision(tmp_path):
         experiments.study_precision(tmp_path)
     save_json(tmp_path / experiments.PRECISION_FILE, {"precision": "fp32"})
     assert experiments.study_precision(tmp_path) == "fp32"
+
+
+def test_environment_records_the_inference_runtime_version():
+    import numpy
+    import onnxruntime
+
+    from annlib.records import environment, installed_version
+
+    assert installed_version("numpy") == numpy.__version__
+    assert installed_version("no-such-package-here") is None
+    assert environment()["onnxruntime"] == onnxruntime.__version__
