@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,22 @@ from torch import nn
 
 from annlib.export import CARD, ModelFolderError, load_torch_model, read_card
 from annlib.optimize import load_trained
+from annlib.selection import BASELINES
 
 MATCH_COLUMNS = ["model", "weights", "weights_val_accuracy", "test_n"]
 SCORE_COLUMNS = ["test_n", "test_accuracy", "test_low", "test_high"]
 TIMING_COLUMNS = ["onnx_latency_ms", "onnx_images_per_s"]
+RETEST = "retest"
+
+
+def comparison_runs(front_runners: Sequence[str]) -> list[tuple[str, str]]:
+    """Return (model, tag) of the runs notebook 05 compares: baselines, front-runners' seed 0."""
+    return [(m, "" if m in BASELINES else "select-s0") for m in (*BASELINES, *front_runners)]
+
+
+def retest_tag(tag: str) -> str:
+    """Return the tag of the copy of a run trained again (its exported folder has that run name)."""
+    return f"{tag}-{RETEST}" if tag else RETEST
 
 
 def comparison_model(

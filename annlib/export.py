@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pandas as pd
 import torch
 from torch import nn
@@ -149,7 +148,7 @@ def save_model(
         "validation_accuracy": validation_accuracy,
         "performance": {"hardware": hardware(), "rows": jsonable_rows(performance)},
         "deployment": deployment,
-        "environment": {**environment(), "onnx": onnx.__version__, "onnxruntime": ort.__version__},
+        "environment": {**environment(), "onnx": onnx.__version__},
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     save_json(folder / CARD, card)

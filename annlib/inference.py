@@ -370,16 +370,15 @@ def time_form(form: Form, batch_size: int, min_run_time: float = 1.0, warmup: in
 
 
 def onnx_speeds(
-    models: dict[str, bytes], large_batch: int, rounds: int = 5, min_run_time: float = 0.5
+    forms: dict[str, Form], large_batch: int, rounds: int = 5, min_run_time: float = 0.5
 ) -> dict[str, dict[str, float]]:
-    """Return each ONNX model's ms per image at batch 1 and images/s at large_batch (fp32 ORT).
+    """Return each form's ms per image at batch 1 and images/s at large_batch.
 
-    The models are timed in turn, round after round, and each value is the median over rounds:
+    The forms are timed in turn, round after round, and each value is the median over rounds:
     a slow spell of a shared machine then falls on every model instead of on one.
     """
-    if not models or rounds < 1:
-        raise ValueError(f"Pass at least one model and one round (got {len(models)}, {rounds}).")
-    forms = {name: onnx_form(name, "ONNX Runtime float32", data) for name, data in models.items()}
+    if not forms or rounds < 1:
+        raise ValueError(f"Pass at least one model and one round (got {len(forms)}, {rounds}).")
     latency: dict[str, list[float]] = {name: [] for name in forms}
     throughput: dict[str, list[float]] = {name: [] for name in forms}
     for _ in range(rounds):

@@ -302,7 +302,7 @@ def test_thread_sweep_times_every_thread_count_and_batch(forms):
 
 
 def test_onnx_speeds_times_every_model_at_both_batch_sizes(forms):
-    fp32, int8 = forms["onnxruntime-fp32"].onnx, forms["onnxruntime-int8"].onnx
+    fp32, int8 = forms["onnxruntime-fp32"], forms["onnxruntime-int8"]
     speeds = onnx_speeds({"fp32": fp32, "int8": int8}, 16, rounds=2, min_run_time=0.01)
     assert set(speeds) == {"fp32", "int8"}
     for speed in speeds.values():

@@ -17,14 +17,14 @@ import logging
 
 import torch
 
-from annlib.comparison import comparison_model
+from annlib.comparison import comparison_model, comparison_runs, retest_tag
 from annlib.data import build_study
 from annlib.experiments import history_path, run_name, study_precision, train_model
 from annlib.export import save_model
-from annlib.optimize import load_trained
-from annlib.pretrained import architecture, weights_file
+from annlib.optimize import load_trained, model_options
+from annlib.pretrained import architecture
 from annlib.records import load_json
-from annlib.selection import BASELINES, PRETRAINED, load_selection
+from annlib.selection import load_selection
 from annlib.session import Session, open_session
 
 log = logging.getLogger("retrain_comparison")
@@ -57,24 +57,23 @@ def main() -> None:
     s = open_session(args.profile, args.study, args.data_dir, args.output_dir)
     study = build_study(s.study, s.data_dir)
     selection = load_selection(s.results)
-    known = ["lenet5", "resnet50", *selection["front_runners"]]
-    unknown = sorted(set(args.models or ()) - set(known))
+    runs = dict(comparison_runs(selection["front_runners"]))
+    unknown = sorted(set(args.models or ()) - set(runs))
     if unknown:
-        parser.error(f"--models {' '.join(unknown)}: notebook 05 compares only {', '.join(known)}")
-    for model in args.models or known:
-        run = model if model in BASELINES else f"{model}-select-s0"
+        parser.error(f"--models {' '.join(unknown)}: notebook 05 compares only {', '.join(runs)}")
+    for model in args.models or runs:
+        run = run_name(model, runs[model])
+        tag = retest_tag(runs[model])
         history = load_json(history_path(s.study, s.profile.name, run, s.output_dir))
-        folder = s.model_folder("comparison") / f"{run}-retest"
+        folder = s.model_folder("comparison") / run_name(model, tag)
         net, source = comparison_model(history, folder, len(study.classes), s.output_dir)
         if net is not None:
             log.info("%s: notebook 05 can load it (%s), nothing to train", run, source["weights"])
             continue
 
-        options = {k: v for k, v in (history.get("model_options") or {}).items() if k != "weights"}
-        if model in PRETRAINED:
-            options["weights"] = weights_file(args.weights)
+        arch = {k: v for k, v in (history.get("model_options") or {}).items() if k != "weights"}
+        options = model_options(model, arch, args.weights)
         config = history["config"] | {"precision": study_precision(s.results)}
-        tag = f"{run.removeprefix(model).lstrip('-')}-retest".lstrip("-")
         trained = train_model(
             model,
             study,
